@@ -1,0 +1,651 @@
+#include "agent/config.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <tuple>
+#include <fstream>
+#include <set>
+
+#include "agent/uplink/broker_url.h"
+#include "agent/uplink/key_file.h"
+
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#define TOML_ENABLE_FORMATTERS 0
+#include <toml++/toml.h>
+
+namespace tagrelay {
+
+std::string Config::StorePath() const { return gateway.data_dir + "/tagrelay.db"; }
+
+std::string ConfigError::ToString() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": error: " + message;
+  if (!hint.empty()) out += " (hint: " + hint + ")";
+  return out;
+}
+
+std::optional<std::chrono::milliseconds> ParseDuration(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  const std::string_view num = s.substr(0, i), unit = s.substr(i);
+  if (num.empty() || num.front() == '.' || std::count(num.begin(), num.end(), '.') > 1) {
+    return std::nullopt;
+  }
+  double factor = 0;
+  if (unit == "ms") factor = 1;
+  else if (unit == "s") factor = 1000;
+  else if (unit == "m") factor = 60'000;
+  else if (unit == "h") factor = 3'600'000;
+  else return std::nullopt;
+  const double v = std::strtod(std::string(num).c_str(), nullptr) * factor;
+  if (!std::isfinite(v) || v > 1e15 || v != std::floor(v)) return std::nullopt;  // whole ms only
+  return std::chrono::milliseconds(static_cast<int64_t>(v));
+}
+
+std::optional<uint64_t> ParseByteSize(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 15) return std::nullopt;
+  const uint64_t n = std::stoull(std::string(s.substr(0, i)));
+  const std::string_view unit = s.substr(i);
+  uint64_t factor = 0;
+  if (unit.empty() || unit == "B") factor = 1;
+  else if (unit == "KiB") factor = 1ull << 10;
+  else if (unit == "MiB") factor = 1ull << 20;
+  else if (unit == "GiB") factor = 1ull << 30;
+  else if (unit == "KB") factor = 1000;
+  else if (unit == "MB") factor = 1000 * 1000;
+  else if (unit == "GB") factor = 1000 * 1000 * 1000;
+  else return std::nullopt;
+  if (n > (uint64_t{1} << 50) / factor) return std::nullopt;
+  return n * factor;
+}
+
+namespace {
+
+constexpr size_t kMaxNameLength = 64;
+
+// Names end up in MQTT topics: no '/', '+', '#', spaces, and not starting with '$'.
+bool ValidName(std::string_view s) {
+  if (s.empty() || s.size() > kMaxNameLength) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string JoinNames(const std::set<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) {
+    if (!out.empty()) out += ", ";
+    out += n;
+  }
+  return out;
+}
+
+std::string Digest(std::string_view text) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), md, &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < 8 && i < len; ++i) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 0xF];
+  }
+  return out;
+}
+
+class Parser {
+ public:
+  explicit Parser(std::string file) : file_(std::move(file)) {}
+
+  std::vector<ConfigError>& errors() { return errors_; }
+
+  void Error(const toml::source_region& where, std::string message, std::string hint = {}) {
+    errors_.push_back(ConfigError{file_, static_cast<int>(where.begin.line),
+                                  static_cast<int>(where.begin.column), std::move(message),
+                                  std::move(hint)});
+  }
+
+  Config Parse(const toml::table& root);
+
+ private:
+  friend class Section;
+  std::string file_;
+  std::vector<ConfigError> errors_;
+};
+
+// One TOML table of a known section. Reading a key marks it as used; keys that
+// the section does not document are reported when the Section is built.
+class Section {
+ public:
+  Section(Parser& p, const toml::table& t, std::string_view section, std::string label)
+      : p_(p), t_(t), label_(std::move(label)) {
+    std::vector<std::string_view> known;
+    for (const ConfigKey& k : ConfigKeys()) {
+      if (k.section == section) known.push_back(k.key);
+    }
+    for (auto&& [key, node] : t) {
+      if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
+      std::string hint;
+      for (std::string_view k : known) {
+        if (EditDistance(k, key.str()) <= 2) hint = "did you mean '" + std::string(k) + "'?";
+      }
+      if (hint.empty()) hint = "the keys of " + label_ + " are listed in docs/configuration.md";
+      p_.Error(key.source(), "unknown key '" + std::string(key.str()) + "' in " + label_, hint);
+    }
+  }
+
+  const toml::source_region& where() const { return t_.source(); }
+  const toml::node* Node(std::string_view key) const { return t_.get(key); }
+  const toml::source_region& Where(std::string_view key) const {
+    const toml::node* n = Node(key);
+    return n != nullptr ? n->source() : t_.source();
+  }
+
+  void Missing(std::string_view key, std::string hint = {}) {
+    p_.Error(t_.source(), label_ + ": missing required key '" + std::string(key) + "'", std::move(hint));
+  }
+  void Bad(std::string_view key, std::string message, std::string hint = {}) {
+    p_.Error(Where(key), label_ + "." + std::string(key) + ": " + message, std::move(hint));
+  }
+
+  std::optional<std::string> Str(std::string_view key, bool required = false) {
+    const toml::node* n = Node(key);
+    if (n == nullptr) {
+      if (required) Missing(key);
+      return std::nullopt;
+    }
+    if (!n->is_string()) {
+      Bad(key, std::string("expected a string, got ") + TypeName(*n));
+      return std::nullopt;
+    }
+    return n->value<std::string>();
+  }
+
+  std::optional<int64_t> Int(std::string_view key, int64_t min, int64_t max, bool required = false) {
+    const toml::node* n = Node(key);
+    if (n == nullptr) {
+      if (required) Missing(key);
+      return std::nullopt;
+    }
+    if (!n->is_integer()) {
+      Bad(key, std::string("expected an integer, got ") + TypeName(*n));
+      return std::nullopt;
+    }
+    const int64_t v = *n->value<int64_t>();
+    if (v < min || v > max) {
+      Bad(key, std::to_string(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<double> Float(std::string_view key) {
+    const toml::node* n = Node(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_floating_point() && !n->is_integer()) {
+      Bad(key, std::string("expected a number, got ") + TypeName(*n));
+      return std::nullopt;
+    }
+    const double v = *n->value<double>();
+    if (!std::isfinite(v)) {
+      Bad(key, "must be a finite number");
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<bool> Bool(std::string_view key) {
+    const toml::node* n = Node(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_boolean()) {
+      Bad(key, std::string("expected true or false, got ") + TypeName(*n));
+      return std::nullopt;
+    }
+    return n->value<bool>();
+  }
+
+  std::optional<std::chrono::milliseconds> Duration(std::string_view key, std::chrono::milliseconds min,
+                                                    std::chrono::milliseconds max) {
+    std::optional<std::string> s = Str(key);
+    if (!s) return std::nullopt;
+    std::optional<std::chrono::milliseconds> d = ParseDuration(*s);
+    if (!d) {
+      Bad(key, "'" + *s + "' is not a duration", "write a number and a unit: \"500ms\", \"1s\", \"5m\", \"1h\"");
+      return std::nullopt;
+    }
+    if (*d < min || *d > max) {
+      Bad(key, "'" + *s + "' is out of range " + FormatMs(min) + ".." + FormatMs(max));
+      return std::nullopt;
+    }
+    return d;
+  }
+
+  std::optional<uint64_t> Bytes(std::string_view key, uint64_t min) {
+    const toml::node* n = Node(key);
+    if (n == nullptr) return std::nullopt;
+    std::optional<uint64_t> v;
+    if (n->is_integer() && *n->value<int64_t>() >= 0) {
+      v = static_cast<uint64_t>(*n->value<int64_t>());
+    } else if (n->is_string()) {
+      v = ParseByteSize(*n->value<std::string>());
+    }
+    if (!v) {
+      Bad(key, "not a size", "write bytes or a number and a unit: \"64MiB\", \"1GiB\", \"500MB\"");
+      return std::nullopt;
+    }
+    if (*v < min) {
+      Bad(key, std::to_string(*v) + " bytes is below the minimum of " + std::to_string(min));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  // A string that must be one of `choices`.
+  std::optional<std::string> Choice(std::string_view key, std::initializer_list<std::string_view> choices) {
+    std::optional<std::string> s = Str(key);
+    if (!s) return std::nullopt;
+    for (std::string_view c : choices) {
+      if (*s == c) return s;
+    }
+    Bad(key, "'" + *s + "' is not one of: " + Join(choices));
+    return std::nullopt;
+  }
+
+  // A path that must name a readable file; "" if absent or bad.
+  std::string ReadableFile(std::string_view key) {
+    std::optional<std::string> s = Str(key);
+    if (!s) return {};
+    if (access(s->c_str(), R_OK) != 0) {
+      Bad(key, "cannot read '" + *s + "': " + std::strerror(errno));
+      return {};
+    }
+    return *s;
+  }
+
+  // A name used in topics (see ValidName).
+  std::optional<std::string> Name(std::string_view key) {
+    std::optional<std::string> s = Str(key, /*required=*/true);
+    if (s && !ValidName(*s)) {
+      Bad(key, "'" + *s + "' is not a valid name",
+          "use 1 to 64 letters, digits, '.', '_' or '-' (names appear in MQTT topics)");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  static std::string Join(std::initializer_list<std::string_view> items) {
+    std::string out;
+    for (std::string_view i : items) {
+      if (!out.empty()) out += ", ";
+      out += i;
+    }
+    return out;
+  }
+
+  static const char* TypeName(const toml::node& n) {
+    switch (n.type()) {
+      case toml::node_type::string: return "a string";
+      case toml::node_type::integer: return "an integer";
+      case toml::node_type::floating_point: return "a float";
+      case toml::node_type::boolean: return "a boolean";
+      case toml::node_type::table: return "a table";
+      case toml::node_type::array: return "an array";
+      default: return "a date or time";
+    }
+  }
+
+  static std::string FormatMs(std::chrono::milliseconds d) {
+    const int64_t ms = d.count();
+    if (ms % 3'600'000 == 0 && ms > 0) return std::to_string(ms / 3'600'000) + "h";
+    if (ms % 1000 == 0 && ms > 0) return std::to_string(ms / 1000) + "s";
+    return std::to_string(ms) + "ms";
+  }
+
+  const std::string& label() const { return label_; }
+
+ private:
+  Parser& p_;
+  const toml::table& t_;
+  std::string label_;
+};
+
+using std::chrono::milliseconds;
+
+GatewayConfig ParseGateway(Parser& p, const toml::table& root) {
+  GatewayConfig g;
+  const toml::node* n = root.get("gateway");
+  if (n == nullptr || !n->is_table()) {
+    p.Error(n != nullptr ? n->source() : root.source(), "missing [gateway] table",
+            "every config needs [gateway] with at least id = \"...\"");
+    return g;
+  }
+  Section s(p, *n->as_table(), "gateway", "[gateway]");
+  if (auto v = s.Name("id")) g.id = *v;
+  if (auto v = s.Str("data_dir")) {
+    if (v->empty() || (*v)[0] != '/') {
+      s.Bad("data_dir", "must be an absolute path");
+    } else {
+      g.data_dir = *v;
+      while (g.data_dir.size() > 1 && g.data_dir.back() == '/') g.data_dir.pop_back();
+    }
+  }
+  return g;
+}
+
+StoreConfig ParseStore(Parser& p, const toml::table& root) {
+  StoreConfig c;
+  const toml::node* n = root.get("store");
+  if (n == nullptr) return c;
+  if (!n->is_table()) {
+    p.Error(n->source(), "[store] must be a table");
+    return c;
+  }
+  Section s(p, *n->as_table(), "store", "[store]");
+  if (auto v = s.Bytes("max_bytes", 1ull << 20)) c.max_bytes = *v;
+  if (auto v = s.Choice("sync", {"normal", "full"})) {
+    c.sync = *v == "full" ? store::SyncMode::kFull : store::SyncMode::kNormal;
+  }
+  if (auto v = s.Int("commit_rows", 1, 100000)) c.commit_rows = static_cast<size_t>(*v);
+  if (auto v = s.Duration("commit_interval", milliseconds(1), milliseconds(10000))) c.commit_interval = *v;
+  return c;
+}
+
+UplinkConfig ParseUplink(Parser& p, const toml::table& root) {
+  UplinkConfig c;
+  const toml::node* n = root.get("uplink");
+  if (n == nullptr || !n->is_table()) {
+    p.Error(n != nullptr ? n->source() : root.source(), "missing [uplink] table",
+            "the uplink needs at least url = \"mqtts://broker:8883\"");
+    return c;
+  }
+  Section s(p, *n->as_table(), "uplink", "[uplink]");
+  if (auto v = s.Bool("insecure")) c.insecure = *v;
+
+  const toml::node* url = s.Node("url");
+  std::vector<const toml::node*> url_nodes;
+  if (url == nullptr) {
+    s.Missing("url", "e.g. url = \"mqtts://broker.example.com:8883\"");
+  } else if (url->is_string()) {
+    url_nodes.push_back(url);
+  } else if (url->is_array() && !url->as_array()->empty()) {
+    for (const toml::node& e : *url->as_array()) url_nodes.push_back(&e);
+  } else {
+    s.Bad("url", "expected a string or a non-empty list of strings");
+  }
+  for (const toml::node* u : url_nodes) {
+    if (!u->is_string()) {
+      p.Error(u->source(), "[uplink].url: expected a string");
+      continue;
+    }
+    const std::string text = *u->value<std::string>();
+    Result<uplink::BrokerUrl> parsed = uplink::BrokerUrl::Parse(text);
+    if (!parsed.ok()) {
+      p.Error(u->source(), "[uplink].url '" + text + "': " + parsed.status().message());
+      continue;
+    }
+    if (!parsed->tls && !c.insecure) {
+      p.Error(u->source(), "[uplink].url '" + text + "' has no TLS",
+              "use mqtts://; for a local test broker only, set insecure = true");
+      continue;
+    }
+    c.urls.push_back(text);
+  }
+
+  c.ca_file = s.ReadableFile("ca_file");
+  c.cert_file = s.ReadableFile("cert_file");
+  c.key_file = s.ReadableFile("key_file");
+  if (auto v = s.Str("api_key_file")) {
+    Result<std::string> key = uplink::ReadKeyFile(*v);
+    if (key.ok()) {
+      c.api_key_file = *v;
+    } else {
+      s.Bad("api_key_file", key.status().message());
+    }
+  }
+  if (c.cert_file.empty() != c.key_file.empty()) {
+    s.Bad(c.cert_file.empty() ? "key_file" : "cert_file", "cert_file and key_file go together",
+          "mutual TLS needs both the client certificate and its private key");
+  }
+  if (auto v = s.Str("client_id")) {
+    if (v->empty() || v->size() > 128) {
+      s.Bad("client_id", "must be 1 to 128 characters");
+    } else {
+      c.client_id = *v;
+    }
+  }
+  if (auto v = s.Str("topic_prefix")) {
+    if (v->empty() || v->find_first_of("+#") != std::string::npos || v->front() == '/' ||
+        v->back() == '/' || v->front() == '$') {
+      s.Bad("topic_prefix", "'" + *v + "' is not a valid topic prefix",
+            "no wildcards (+ #), no leading '$' or '/', no trailing '/'");
+    } else {
+      c.topic_prefix = *v;
+    }
+  }
+  if (auto v = s.Int("batch_max_readings", 1, 10000)) c.batch_max_readings = static_cast<size_t>(*v);
+  if (auto v = s.Duration("batch_linger", milliseconds(0), milliseconds(60000))) c.batch_linger = *v;
+  if (auto v = s.Int("max_inflight", 1, 1000)) c.max_inflight = static_cast<int>(*v);
+  if (auto v = s.Duration("keepalive", milliseconds(5000), milliseconds(3600000))) {
+    c.keepalive_s = static_cast<int>(v->count() / 1000);
+  }
+  return c;
+}
+
+std::vector<const toml::table*> ArrayOfTables(Parser& p, const toml::table& parent, std::string_view key,
+                                              std::string_view label) {
+  std::vector<const toml::table*> out;
+  const toml::node* n = parent.get(key);
+  if (n == nullptr) return out;
+  if (!n->is_array_of_tables()) {
+    p.Error(n->source(), std::string(label) + " must be written as [[" + std::string(label) + "]] tables");
+    return out;
+  }
+  for (const toml::node& e : *n->as_array()) out.push_back(e.as_table());
+  return out;
+}
+
+std::vector<BusConfig> ParseBuses(Parser& p, const toml::table& root) {
+  std::vector<BusConfig> buses;
+  for (const toml::table* t : ArrayOfTables(p, root, "bus", "bus")) {
+    Section s(p, *t, "bus", "[[bus]]");
+    BusConfig b;
+    if (auto v = s.Name("name")) b.name = *v;
+    if (auto v = s.Str("type", true)) {
+      if (*v == "tcp") {
+        b.type = *v;
+      } else if (*v == "rtu" || *v == "rtu-over-tcp") {
+        s.Bad("type", "'" + *v + "' is not supported by this version", "this version polls Modbus TCP: type = \"tcp\"");
+      } else {
+        s.Bad("type", "'" + *v + "' is not a bus type", "use \"tcp\"");
+      }
+    }
+    if (auto v = s.Str("host", true)) {
+      if (v->empty()) {
+        s.Bad("host", "must not be empty");
+      } else {
+        b.host = *v;
+      }
+    }
+    if (auto v = s.Int("port", 1, 65535)) b.port = static_cast<uint16_t>(*v);
+    if (auto v = s.Duration("timeout", milliseconds(10), milliseconds(60000))) b.timeout = *v;
+    buses.push_back(std::move(b));
+  }
+  return buses;
+}
+
+modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const std::string& device) {
+  Section s(p, t, "device.tag", "[[device.tag]] of device '" + device + "'");
+  modbus::TagSpec tag;
+  if (auto v = s.Name("name")) tag.name = *v;
+  if (auto v = s.Choice("table", {"holding", "input"})) tag.table = *modbus::ParseTable(*v);
+  if (auto v = s.Choice("type", {"int16", "uint16", "float32"})) tag.type = *modbus::ParseDataType(*v);
+  if (auto v = s.Choice("order", {"ABCD"})) tag.order = *modbus::ParseWordOrder(*v);
+  if (auto v = s.Int("address", 0, 65535, /*required=*/true)) {
+    const int64_t last = *v + modbus::RegisterCount(tag.type) - 1;
+    if (last > 65535) {
+      s.Bad("address", "a " + std::string(modbus::DataTypeName(tag.type)) + " at " + std::to_string(*v) +
+                           " runs past the last register (65535)");
+    } else {
+      tag.address = static_cast<uint16_t>(*v);
+    }
+  }
+  if (auto v = s.Float("scale")) {
+    if (*v == 0.0) {
+      s.Bad("scale", "must not be 0", "a scale of 0 turns every value into the offset");
+    } else {
+      tag.scale = *v;
+    }
+  }
+  if (auto v = s.Float("offset")) tag.offset = *v;
+  if (auto v = s.Str("unit")) tag.unit = *v;
+  if (auto v = s.Float("deadband")) {
+    if (*v < 0) {
+      s.Bad("deadband", "must not be negative");
+    } else {
+      tag.deadband = *v;
+    }
+  }
+  return tag;
+}
+
+std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
+  std::vector<DeviceConfig> devices;
+  for (const toml::table* t : ArrayOfTables(p, root, "device", "device")) {
+    Section s(p, *t, "device", "[[device]]");
+    DeviceConfig d;
+    if (auto v = s.Name("id")) d.id = *v;
+    if (auto v = s.Str("bus", true)) d.bus = *v;
+    if (auto v = s.Int("unit", 0, 255)) d.unit = static_cast<int>(*v);
+    if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) d.poll = *v;
+    const std::vector<const toml::table*> tags = ArrayOfTables(p, *t, "tag", "device.tag");
+    if (tags.empty() && s.Node("tag") == nullptr) {
+      s.Missing("tag", "add at least one [[device.tag]] after the [[device]]");
+    }
+    std::set<std::string> names;
+    for (const toml::table* tt : tags) {
+      modbus::TagSpec tag = ParseTag(p, *tt, d.id);
+      if (!tag.name.empty() && !names.insert(tag.name).second) {
+        p.Error(tt->source(), "device '" + d.id + "' has two tags named '" + tag.name + "'");
+      }
+      d.tags.push_back(std::move(tag));
+    }
+    devices.push_back(std::move(d));
+  }
+  return devices;
+}
+
+Config Parser::Parse(const toml::table& root) {
+  static const std::set<std::string_view> kSections = {"gateway", "store", "uplink", "bus", "device"};
+  for (auto&& [key, node] : root) {
+    if (kSections.count(key.str()) == 0) {
+      Error(key.source(), "unknown section '" + std::string(key.str()) + "'",
+            "the sections are [gateway], [store], [uplink], [[bus]] and [[device]]");
+    }
+  }
+  Config c;
+  c.gateway = ParseGateway(*this, root);
+  c.store = ParseStore(*this, root);
+  c.uplink = ParseUplink(*this, root);
+  c.buses = ParseBuses(*this, root);
+  c.devices = ParseDevices(*this, root);
+  if (c.uplink.client_id.empty() && !c.gateway.id.empty()) c.uplink.client_id = "tagrelay-" + c.gateway.id;
+
+  // Cross references: names unique, devices on existing buses.
+  const auto* bus_array = root.get("bus") != nullptr ? root.get("bus")->as_array() : nullptr;
+  const auto* dev_array = root.get("device") != nullptr ? root.get("device")->as_array() : nullptr;
+  std::set<std::string> bus_names;
+  for (size_t i = 0; i < c.buses.size(); ++i) {
+    if (!c.buses[i].name.empty() && !bus_names.insert(c.buses[i].name).second) {
+      Error((*bus_array)[i].source(), "two buses are named '" + c.buses[i].name + "'");
+    }
+  }
+  std::set<std::string> device_ids;
+  for (size_t i = 0; i < c.devices.size(); ++i) {
+    const DeviceConfig& d = c.devices[i];
+    const toml::node& node = (*dev_array)[i];
+    if (!d.id.empty() && !device_ids.insert(d.id).second) {
+      Error(node.source(), "two devices have id '" + d.id + "'");
+    }
+    if (!d.bus.empty() && bus_names.count(d.bus) == 0) {
+      const toml::node* b = node.as_table()->get("bus");
+      Error(b != nullptr ? b->source() : node.source(),
+            "device '" + d.id + "' is on bus '" + d.bus + "', which is not defined",
+            bus_names.empty() ? "add a [[bus]] with name = \"" + d.bus + "\""
+                              : "defined buses: " + JoinNames(bus_names));
+    }
+  }
+  if (c.devices.empty()) {
+    Error(root.source(), "no [[device]] is configured", "add a [[bus]] and a [[device]] with its [[device.tag]]s");
+  }
+  return c;
+}
+
+}  // namespace
+
+ConfigResult ParseConfig(std::string_view text, const std::string& path) {
+  ConfigResult out;
+  toml::parse_result parsed = toml::parse(text, path);
+  if (!parsed) {
+    const toml::parse_error& e = parsed.error();
+    out.errors.push_back(ConfigError{path, static_cast<int>(e.source().begin.line),
+                                     static_cast<int>(e.source().begin.column),
+                                     "TOML syntax: " + std::string(e.description()), {}});
+    return out;
+  }
+  Parser p(path);
+  Config c = p.Parse(parsed.table());
+  if (!p.errors().empty()) {
+    out.errors = std::move(p.errors());
+    std::stable_sort(out.errors.begin(), out.errors.end(), [](const ConfigError& a, const ConfigError& b) {
+      return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+    });
+    return out;
+  }
+  c.path = path;
+  c.digest = Digest(text);
+  out.config = std::move(c);
+  return out;
+}
+
+ConfigResult LoadConfig(const std::string& path) {
+  constexpr std::streamsize kMaxConfigBytes = 4 << 20;
+  ConfigResult out;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    out.errors.push_back(ConfigError{path, 0, 0, std::string("cannot read the file: ") + std::strerror(errno),
+                                     "pass another file with --config PATH"});
+    return out;
+  }
+  std::string text(static_cast<size_t>(kMaxConfigBytes) + 1, '\0');
+  in.read(text.data(), kMaxConfigBytes + 1);
+  if (in.gcount() > kMaxConfigBytes) {
+    out.errors.push_back(ConfigError{path, 0, 0, "the file is larger than 4 MiB; is it a config file?", {}});
+    return out;
+  }
+  text.resize(static_cast<size_t>(in.gcount()));
+  return ParseConfig(text, path);
+}
+
+}  // namespace tagrelay

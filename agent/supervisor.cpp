@@ -1,0 +1,146 @@
+#include "agent/supervisor.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "agent/core/log.h"
+#include "agent/uplink/mosquitto_client.h"
+#include "agent/uplink/uplink.h"
+#include "agent/version.h"
+#include "drivers/modbus/poller.h"
+#include "drivers/modbus/tcp_transport.h"
+#include "store/outbox_reader.h"
+#include "store/ring_store.h"
+#include "store/store_writer.h"
+
+namespace tagrelay {
+namespace {
+
+Status EnsureDirectory(const std::string& dir) {
+  struct stat st {};
+  if (stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) return Status::IOError("data_dir " + dir + " is not a directory");
+    return Status::Ok();
+  }
+  if (mkdir(dir.c_str(), 0750) != 0) {
+    return Status::IOError("create data_dir " + dir + ": " + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
+store::StoreOptions StoreOptionsOf(const Config& c) {
+  store::StoreOptions o;
+  o.path = c.StorePath();
+  o.max_bytes = c.store.max_bytes;
+  o.sync = c.store.sync;
+  o.commit_rows = c.store.commit_rows;
+  o.commit_interval = c.store.commit_interval;
+  return o;
+}
+
+uplink::UplinkOptions UplinkOptionsOf(const Config& c) {
+  uplink::UplinkOptions o;
+  for (const std::string& u : c.uplink.urls) o.brokers.push_back(*uplink::BrokerUrl::Parse(u));
+  o.ca_file = c.uplink.ca_file;
+  o.cert_file = c.uplink.cert_file;
+  o.key_file = c.uplink.key_file;
+  o.api_key_file = c.uplink.api_key_file;
+  o.gateway = c.gateway.id;
+  o.client_id = c.uplink.client_id;
+  o.topic_prefix = c.uplink.topic_prefix;
+  o.batch_max_readings = c.uplink.batch_max_readings;
+  o.batch_linger = c.uplink.batch_linger;
+  o.max_inflight = c.uplink.max_inflight;
+  o.keepalive_s = c.uplink.keepalive_s;
+  o.version = kVersion;
+  o.config_digest = c.digest;
+  return o;
+}
+
+}  // namespace
+
+Supervisor::Supervisor(Config config, const Clock& clock) : config_(std::move(config)), clock_(clock) {}
+
+Supervisor::~Supervisor() { Stop(); }
+
+Status Supervisor::Start() {
+  TR_RETURN_IF_ERROR(EnsureDirectory(config_.gateway.data_dir));
+  const store::StoreOptions store_options = StoreOptionsOf(config_);
+  Result<std::unique_ptr<store::RingStore>> ring = store::RingStore::Open(store_options);
+  if (!ring.ok()) return ring.status().WithContext("open store " + store_options.path);
+  Result<store::OutboxReader> reader = store::OutboxReader::Open(store_options.path);
+  if (!reader.ok()) return reader.status().WithContext("open store reader " + store_options.path);
+
+  writer_ = std::make_unique<store::StoreWriter>(std::move(ring).value(), store_options);
+  store::StoreWriter* writer = writer_.get();
+  uplink_ = std::make_unique<uplink::Uplink>(
+      UplinkOptionsOf(config_), std::make_unique<uplink::MosquittoClient>(), std::move(reader).value(),
+      [writer](store::DeliveryAck&& ack) { writer->SubmitAck(std::move(ack)); }, clock_);
+  uplink::Uplink* up = uplink_.get();
+  writer_->SetCommitListener([up] { up->NotifyNewData(); });
+
+  for (const BusConfig& bus : config_.buses) {
+    std::vector<modbus::DeviceSpec> devices;
+    std::chrono::milliseconds shortest_poll{60'000};
+    for (const DeviceConfig& d : config_.devices) {
+      if (d.bus != bus.name) continue;
+      devices.push_back(modbus::DeviceSpec{d.id, d.unit, d.poll, d.tags});
+      shortest_poll = std::min(shortest_poll, d.poll);
+    }
+    if (devices.empty()) continue;
+    auto transport = std::make_unique<modbus::TcpTransport>(
+        modbus::TcpEndpointSpec{bus.name, bus.host, bus.port, bus.timeout});
+    // A full store queue holds a poller back for at most one poll interval;
+    // then the batch is dropped and counted.
+    auto sink = [writer, shortest_poll, this](ReadingBatch&& b) {
+      return writer->SubmitReadings(std::move(b), clock_.mono() + shortest_poll);
+    };
+    pollers_.push_back(std::make_unique<modbus::ModbusPoller>(bus.name, std::move(transport),
+                                                             std::move(devices), clock_, sink));
+  }
+
+  writer_->Start();
+  uplink_->Start();
+  for (auto& p : pollers_) p->Start();
+  started_ = true;
+  Log(LogLevel::kInfo, "agent",
+      std::string("tagrelay ") + kVersion + " running: gateway " + config_.gateway.id + ", " +
+          std::to_string(config_.devices.size()) + " device(s) on " + std::to_string(pollers_.size()) +
+          " bus(es), store " + store_options.path + ", config digest " + config_.digest);
+  return Status::Ok();
+}
+
+void Supervisor::Stop() {
+  if (!started_) return;
+  started_ = false;
+  for (auto& p : pollers_) p->Stop();
+  uplink_->Stop();
+  writer_->Stop();
+  const auto& w = writer_->counters();
+  Log(LogLevel::kInfo, "agent",
+      "stopped: " + std::to_string(w.rows_committed.load()) + " readings stored, " +
+          std::to_string(uplink_->counters().readings_acked.load()) + " acknowledged by the broker");
+}
+
+std::string Supervisor::Summary() const {
+  if (!started_) return "stopped";
+  size_t devices_ok = 0, devices = 0;
+  for (const auto& p : pollers_) {
+    for (size_t i = 0; i < p->device_count(); ++i) {
+      ++devices;
+      const auto& c = p->counters(i);
+      if (c.last_good_ms.load() != 0 && clock_.wall_ms() - c.last_good_ms.load() <
+                                            3 * p->device(i).poll.count() + 1000) {
+        ++devices_ok;
+      }
+    }
+  }
+  return std::to_string(devices_ok) + "/" + std::to_string(devices) + " devices ok, uplink " +
+         (uplink_->counters().connected.load() ? "connected" : "down") + ", " +
+         std::to_string(writer_->counters().rows_committed.load()) + " stored, " +
+         std::to_string(uplink_->counters().readings_acked.load()) + " delivered";
+}
+
+}  // namespace tagrelay

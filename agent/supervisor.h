@@ -1,0 +1,55 @@
+// Supervisor: builds the agent's workers from a validated Config, starts them
+// and stops them in an order that loses nothing.
+//
+// Promise: Start() opens the store (creating data_dir if needed) before any
+// poller runs, so a store that cannot open stops the agent before it polls.
+// Stop() stops the pollers first, then the uplink (which waits briefly for
+// outstanding acks), then the store writer, which commits everything queued.
+// Whatever was polled is then either in the store or delivered.
+//
+// Threads: created, started and stopped by the main thread. Each worker runs
+// on its own thread (one per bus, one store writer, one uplink).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "agent/config.h"
+#include "agent/core/clock.h"
+#include "agent/core/status.h"
+
+namespace tagrelay {
+
+namespace modbus {
+class ModbusPoller;
+}
+namespace store {
+class StoreWriter;
+}
+namespace uplink {
+class Uplink;
+}
+
+class Supervisor {
+ public:
+  Supervisor(Config config, const Clock& clock);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  Status Start();
+  void Stop();
+
+  // One line for logs: devices, backlog, uplink state.
+  std::string Summary() const;
+
+ private:
+  Config config_;
+  const Clock& clock_;
+  std::unique_ptr<store::StoreWriter> writer_;
+  std::unique_ptr<uplink::Uplink> uplink_;
+  std::vector<std::unique_ptr<modbus::ModbusPoller>> pollers_;
+  bool started_ = false;
+};
+
+}  // namespace tagrelay
