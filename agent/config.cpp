@@ -1,15 +1,16 @@
 #include "agent/config.h"
 
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <tuple>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include "agent/uplink/broker_url.h"
 #include "agent/uplink/key_file.h"
@@ -32,21 +33,40 @@ std::string ConfigError::ToString() const {
 }
 
 std::optional<std::chrono::milliseconds> ParseDuration(std::string_view s) {
+  // Exact decimal arithmetic: "1.005s" is 1005 ms, which 1.005 * 1000 in binary
+  // floating point is not.
   size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  const std::string_view num = s.substr(0, i), unit = s.substr(i);
-  if (num.empty() || num.front() == '.' || std::count(num.begin(), num.end(), '.') > 1) {
-    return std::nullopt;
+  uint64_t whole = 0, frac = 0, frac_scale = 1;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+    if (i >= 12) return std::nullopt;
+    whole = whole * 10 + static_cast<uint64_t>(s[i++] - '0');
   }
-  double factor = 0;
-  if (unit == "ms") factor = 1;
-  else if (unit == "s") factor = 1000;
-  else if (unit == "m") factor = 60'000;
-  else if (unit == "h") factor = 3'600'000;
-  else return std::nullopt;
-  const double v = std::strtod(std::string(num).c_str(), nullptr) * factor;
-  if (!std::isfinite(v) || v > 1e15 || v != std::floor(v)) return std::nullopt;  // whole ms only
-  return std::chrono::milliseconds(static_cast<int64_t>(v));
+  if (i == 0) return std::nullopt;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    const size_t first = i;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+      if (i - first >= 6) return std::nullopt;
+      frac = frac * 10 + static_cast<uint64_t>(s[i++] - '0');
+      frac_scale *= 10;
+    }
+    if (i == first) return std::nullopt;
+  }
+  const std::string_view unit = s.substr(i);
+  uint64_t factor = 0;
+  if (unit == "ms")
+    factor = 1;
+  else if (unit == "s")
+    factor = 1000;
+  else if (unit == "m")
+    factor = 60'000;
+  else if (unit == "h")
+    factor = 3'600'000;
+  else
+    return std::nullopt;
+  const uint64_t scaled = (whole * frac_scale + frac) * factor;  // ms * frac_scale
+  if (scaled % frac_scale != 0) return std::nullopt;             // whole milliseconds only
+  return std::chrono::milliseconds(static_cast<int64_t>(scaled / frac_scale));
 }
 
 std::optional<uint64_t> ParseByteSize(std::string_view s) {
@@ -56,14 +76,22 @@ std::optional<uint64_t> ParseByteSize(std::string_view s) {
   const uint64_t n = std::stoull(std::string(s.substr(0, i)));
   const std::string_view unit = s.substr(i);
   uint64_t factor = 0;
-  if (unit.empty() || unit == "B") factor = 1;
-  else if (unit == "KiB") factor = 1ull << 10;
-  else if (unit == "MiB") factor = 1ull << 20;
-  else if (unit == "GiB") factor = 1ull << 30;
-  else if (unit == "KB") factor = 1000;
-  else if (unit == "MB") factor = 1000 * 1000;
-  else if (unit == "GB") factor = 1000 * 1000 * 1000;
-  else return std::nullopt;
+  if (unit.empty() || unit == "B")
+    factor = 1;
+  else if (unit == "KiB")
+    factor = 1ull << 10;
+  else if (unit == "MiB")
+    factor = 1ull << 20;
+  else if (unit == "GiB")
+    factor = 1ull << 30;
+  else if (unit == "KB")
+    factor = 1000;
+  else if (unit == "MB")
+    factor = 1000 * 1000;
+  else if (unit == "GB")
+    factor = 1000 * 1000 * 1000;
+  else
+    return std::nullopt;
   if (n > (uint64_t{1} << 50) / factor) return std::nullopt;
   return n * factor;
 }
@@ -86,7 +114,8 @@ size_t EditDistance(std::string_view a, std::string_view b) {
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      cur[j] =
+          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
     }
     std::swap(prev, cur);
   }
@@ -148,8 +177,13 @@ class Section {
     for (auto&& [key, node] : t) {
       if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
       std::string hint;
+      size_t best = 3;  // suggest only keys at most 2 edits away, the closest one
       for (std::string_view k : known) {
-        if (EditDistance(k, key.str()) <= 2) hint = "did you mean '" + std::string(k) + "'?";
+        const size_t d = EditDistance(k, key.str());
+        if (d < best) {
+          best = d;
+          hint = "did you mean '" + std::string(k) + "'?";
+        }
       }
       if (hint.empty()) hint = "the keys of " + label_ + " are listed in docs/configuration.md";
       p_.Error(key.source(), "unknown key '" + std::string(key.str()) + "' in " + label_, hint);
@@ -164,7 +198,8 @@ class Section {
   }
 
   void Missing(std::string_view key, std::string hint = {}) {
-    p_.Error(t_.source(), label_ + ": missing required key '" + std::string(key) + "'", std::move(hint));
+    p_.Error(t_.source(), label_ + ": missing required key '" + std::string(key) + "'",
+             std::move(hint));
   }
   void Bad(std::string_view key, std::string message, std::string hint = {}) {
     p_.Error(Where(key), label_ + "." + std::string(key) + ": " + message, std::move(hint));
@@ -183,7 +218,8 @@ class Section {
     return n->value<std::string>();
   }
 
-  std::optional<int64_t> Int(std::string_view key, int64_t min, int64_t max, bool required = false) {
+  std::optional<int64_t> Int(std::string_view key, int64_t min, int64_t max,
+                             bool required = false) {
     const toml::node* n = Node(key);
     if (n == nullptr) {
       if (required) Missing(key);
@@ -195,7 +231,8 @@ class Section {
     }
     const int64_t v = *n->value<int64_t>();
     if (v < min || v > max) {
-      Bad(key, std::to_string(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
+      Bad(key, std::to_string(v) + " is out of range " + std::to_string(min) + ".." +
+                   std::to_string(max));
       return std::nullopt;
     }
     return v;
@@ -226,13 +263,15 @@ class Section {
     return n->value<bool>();
   }
 
-  std::optional<std::chrono::milliseconds> Duration(std::string_view key, std::chrono::milliseconds min,
+  std::optional<std::chrono::milliseconds> Duration(std::string_view key,
+                                                    std::chrono::milliseconds min,
                                                     std::chrono::milliseconds max) {
     std::optional<std::string> s = Str(key);
     if (!s) return std::nullopt;
     std::optional<std::chrono::milliseconds> d = ParseDuration(*s);
     if (!d) {
-      Bad(key, "'" + *s + "' is not a duration", "write a number and a unit: \"500ms\", \"1s\", \"5m\", \"1h\"");
+      Bad(key, "'" + *s + "' is not a duration",
+          "write a number and a unit: \"500ms\", \"1s\", \"5m\", \"1h\"");
       return std::nullopt;
     }
     if (*d < min || *d > max) {
@@ -263,7 +302,8 @@ class Section {
   }
 
   // A string that must be one of `choices`.
-  std::optional<std::string> Choice(std::string_view key, std::initializer_list<std::string_view> choices) {
+  std::optional<std::string> Choice(std::string_view key,
+                                    std::initializer_list<std::string_view> choices) {
     std::optional<std::string> s = Str(key);
     if (!s) return std::nullopt;
     for (std::string_view c : choices) {
@@ -277,8 +317,13 @@ class Section {
   std::string ReadableFile(std::string_view key) {
     std::optional<std::string> s = Str(key);
     if (!s) return {};
-    if (access(s->c_str(), R_OK) != 0) {
+    struct stat st {};
+    if (stat(s->c_str(), &st) != 0 || access(s->c_str(), R_OK) != 0) {
       Bad(key, "cannot read '" + *s + "': " + std::strerror(errno));
+      return {};
+    }
+    if (!S_ISREG(st.st_mode)) {
+      Bad(key, "'" + *s + "' is not a regular file");
       return {};
     }
     return *s;
@@ -368,7 +413,8 @@ StoreConfig ParseStore(Parser& p, const toml::table& root) {
     c.sync = *v == "full" ? store::SyncMode::kFull : store::SyncMode::kNormal;
   }
   if (auto v = s.Int("commit_rows", 1, 100000)) c.commit_rows = static_cast<size_t>(*v);
-  if (auto v = s.Duration("commit_interval", milliseconds(1), milliseconds(10000))) c.commit_interval = *v;
+  if (auto v = s.Duration("commit_interval", milliseconds(1), milliseconds(10000)))
+    c.commit_interval = *v;
   return c;
 }
 
@@ -444,22 +490,29 @@ UplinkConfig ParseUplink(Parser& p, const toml::table& root) {
       c.topic_prefix = *v;
     }
   }
-  if (auto v = s.Int("batch_max_readings", 1, 10000)) c.batch_max_readings = static_cast<size_t>(*v);
-  if (auto v = s.Duration("batch_linger", milliseconds(0), milliseconds(60000))) c.batch_linger = *v;
+  if (auto v = s.Int("batch_max_readings", 1, 10000))
+    c.batch_max_readings = static_cast<size_t>(*v);
+  if (auto v = s.Duration("batch_linger", milliseconds(0), milliseconds(60000)))
+    c.batch_linger = *v;
   if (auto v = s.Int("max_inflight", 1, 1000)) c.max_inflight = static_cast<int>(*v);
   if (auto v = s.Duration("keepalive", milliseconds(5000), milliseconds(3600000))) {
-    c.keepalive_s = static_cast<int>(v->count() / 1000);
+    if (v->count() % 1000 != 0) {
+      s.Bad("keepalive", "MQTT keepalive is whole seconds", "e.g. \"30s\"");
+    } else {
+      c.keepalive_s = static_cast<int>(v->count() / 1000);
+    }
   }
   return c;
 }
 
-std::vector<const toml::table*> ArrayOfTables(Parser& p, const toml::table& parent, std::string_view key,
-                                              std::string_view label) {
+std::vector<const toml::table*> ArrayOfTables(Parser& p, const toml::table& parent,
+                                              std::string_view key, std::string_view label) {
   std::vector<const toml::table*> out;
   const toml::node* n = parent.get(key);
   if (n == nullptr) return out;
   if (!n->is_array_of_tables()) {
-    p.Error(n->source(), std::string(label) + " must be written as [[" + std::string(label) + "]] tables");
+    p.Error(n->source(),
+            std::string(label) + " must be written as [[" + std::string(label) + "]] tables");
     return out;
   }
   for (const toml::node& e : *n->as_array()) out.push_back(e.as_table());
@@ -476,7 +529,8 @@ std::vector<BusConfig> ParseBuses(Parser& p, const toml::table& root) {
       if (*v == "tcp") {
         b.type = *v;
       } else if (*v == "rtu" || *v == "rtu-over-tcp") {
-        s.Bad("type", "'" + *v + "' is not supported by this version", "this version polls Modbus TCP: type = \"tcp\"");
+        s.Bad("type", "'" + *v + "' is not supported by this version",
+              "this version polls Modbus TCP: type = \"tcp\"");
       } else {
         s.Bad("type", "'" + *v + "' is not a bus type", "use \"tcp\"");
       }
@@ -500,13 +554,14 @@ modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const std::string& dev
   modbus::TagSpec tag;
   if (auto v = s.Name("name")) tag.name = *v;
   if (auto v = s.Choice("table", {"holding", "input"})) tag.table = *modbus::ParseTable(*v);
-  if (auto v = s.Choice("type", {"int16", "uint16", "float32"})) tag.type = *modbus::ParseDataType(*v);
+  if (auto v = s.Choice("type", {"int16", "uint16", "float32"}))
+    tag.type = *modbus::ParseDataType(*v);
   if (auto v = s.Choice("order", {"ABCD"})) tag.order = *modbus::ParseWordOrder(*v);
   if (auto v = s.Int("address", 0, 65535, /*required=*/true)) {
     const int64_t last = *v + modbus::RegisterCount(tag.type) - 1;
     if (last > 65535) {
-      s.Bad("address", "a " + std::string(modbus::DataTypeName(tag.type)) + " at " + std::to_string(*v) +
-                           " runs past the last register (65535)");
+      s.Bad("address", "a " + std::string(modbus::DataTypeName(tag.type)) + " at " +
+                           std::to_string(*v) + " runs past the last register (65535)");
     } else {
       tag.address = static_cast<uint16_t>(*v);
     }
@@ -557,7 +612,8 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
 }
 
 Config Parser::Parse(const toml::table& root) {
-  static const std::set<std::string_view> kSections = {"gateway", "store", "uplink", "bus", "device"};
+  static const std::set<std::string_view> kSections = {"gateway", "store", "uplink", "bus",
+                                                       "device"};
   for (auto&& [key, node] : root) {
     if (kSections.count(key.str()) == 0) {
       Error(key.source(), "unknown section '" + std::string(key.str()) + "'",
@@ -570,7 +626,8 @@ Config Parser::Parse(const toml::table& root) {
   c.uplink = ParseUplink(*this, root);
   c.buses = ParseBuses(*this, root);
   c.devices = ParseDevices(*this, root);
-  if (c.uplink.client_id.empty() && !c.gateway.id.empty()) c.uplink.client_id = "tagrelay-" + c.gateway.id;
+  if (c.uplink.client_id.empty() && !c.gateway.id.empty())
+    c.uplink.client_id = "tagrelay-" + c.gateway.id;
 
   // Cross references: names unique, devices on existing buses.
   const auto* bus_array = root.get("bus") != nullptr ? root.get("bus")->as_array() : nullptr;
@@ -597,7 +654,8 @@ Config Parser::Parse(const toml::table& root) {
     }
   }
   if (c.devices.empty()) {
-    Error(root.source(), "no [[device]] is configured", "add a [[bus]] and a [[device]] with its [[device.tag]]s");
+    Error(root.source(), "no [[device]] is configured",
+          "add a [[bus]] and a [[device]] with its [[device.tag]]s");
   }
   return c;
 }
@@ -609,18 +667,21 @@ ConfigResult ParseConfig(std::string_view text, const std::string& path) {
   toml::parse_result parsed = toml::parse(text, path);
   if (!parsed) {
     const toml::parse_error& e = parsed.error();
-    out.errors.push_back(ConfigError{path, static_cast<int>(e.source().begin.line),
+    out.errors.push_back(ConfigError{path,
+                                     static_cast<int>(e.source().begin.line),
                                      static_cast<int>(e.source().begin.column),
-                                     "TOML syntax: " + std::string(e.description()), {}});
+                                     "TOML syntax: " + std::string(e.description()),
+                                     {}});
     return out;
   }
   Parser p(path);
   Config c = p.Parse(parsed.table());
   if (!p.errors().empty()) {
     out.errors = std::move(p.errors());
-    std::stable_sort(out.errors.begin(), out.errors.end(), [](const ConfigError& a, const ConfigError& b) {
-      return std::tie(a.line, a.column) < std::tie(b.line, b.column);
-    });
+    std::stable_sort(out.errors.begin(), out.errors.end(),
+                     [](const ConfigError& a, const ConfigError& b) {
+                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                     });
     return out;
   }
   c.path = path;
@@ -634,14 +695,16 @@ ConfigResult LoadConfig(const std::string& path) {
   ConfigResult out;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    out.errors.push_back(ConfigError{path, 0, 0, std::string("cannot read the file: ") + std::strerror(errno),
+    out.errors.push_back(ConfigError{path, 0, 0,
+                                     std::string("cannot read the file: ") + std::strerror(errno),
                                      "pass another file with --config PATH"});
     return out;
   }
   std::string text(static_cast<size_t>(kMaxConfigBytes) + 1, '\0');
   in.read(text.data(), kMaxConfigBytes + 1);
   if (in.gcount() > kMaxConfigBytes) {
-    out.errors.push_back(ConfigError{path, 0, 0, "the file is larger than 4 MiB; is it a config file?", {}});
+    out.errors.push_back(
+        ConfigError{path, 0, 0, "the file is larger than 4 MiB; is it a config file?", {}});
     return out;
   }
   text.resize(static_cast<size_t>(in.gcount()));

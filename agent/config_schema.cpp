@@ -15,7 +15,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Directory of the store (tagrelay.db and its WAL). Must be writable by the service."},
 
       {"store", "max_bytes", "size", "256MiB",
-       "Bound on the store on disk (\"64MiB\", \"1GiB\", or bytes). At least 1MiB."},
+       "Intended bound on the store on disk (\"64MiB\", \"1GiB\", or bytes; at least 1MiB). "
+       "Validated, but not enforced by this version: see docs/operations.md, Store."},
       {"store", "sync", "normal | full", "normal",
        "full: every commit is flushed to the medium and survives power loss; normal: a "
        "commit survives a crash of the agent, the last ones may be lost on power loss."},
@@ -35,7 +36,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"uplink", "api_key_file", "path", "",
        "File holding the gateway's API key (one line, mode 0600), sent as the MQTT password. "
        "Re-read at every connect, so rotating it needs no restart."},
-      {"uplink", "cert_file", "path", "", "Client certificate (PEM) for mutual TLS; needs key_file."},
+      {"uplink", "cert_file", "path", "",
+       "Client certificate (PEM) for mutual TLS; needs key_file."},
       {"uplink", "key_file", "path", "", "Private key (PEM) of cert_file."},
       {"uplink", "client_id", "string", "tagrelay-<gateway.id>", "MQTT client id."},
       {"uplink", "topic_prefix", "string", "tagrelay/v1",
@@ -50,7 +52,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
 
       {"bus", "name", "string", "required", "Unique name of the bus, referenced by devices."},
       {"bus", "type", "tcp", "required", "Bus type. This version polls Modbus TCP (\"tcp\")."},
-      {"bus", "host", "string", "required", "Host name or address of the Modbus TCP device or gateway."},
+      {"bus", "host", "string", "required",
+       "Host name or address of the Modbus TCP device or gateway."},
       {"bus", "port", "integer", "502", "TCP port (1..65535)."},
       {"bus", "timeout", "duration", "500ms", "Response timeout of one request (10ms..60s)."},
 
@@ -59,7 +62,8 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"device", "bus", "string", "required", "Name of the [[bus]] the device is on."},
       {"device", "unit", "integer", "1", "Modbus unit id (slave id), 0..255."},
       {"device", "poll", "duration", "1s", "Poll interval of the device (10ms..24h)."},
-      {"device", "tag", "array of tables", "required", "The device's tags, as [[device.tag]] tables."},
+      {"device", "tag", "array of tables", "required",
+       "The device's tags, as [[device.tag]] tables."},
 
       {"device.tag", "name", "string", "required",
        "Tag name, unique within the device (same characters as gateway.id)."},
@@ -97,7 +101,10 @@ std::string ConfigReferenceMarkdown() {
     out += "| `";
     out += k.key;
     out += "` | ";
-    out += k.type;
+    for (char c : k.type) {
+      if (c == '|') out += '\\';  // a bare '|' would end the table cell
+      out += c;
+    }
     out += " | ";
     if (k.default_value == "required" || k.default_value.empty()) {
       out += k.default_value.empty() ? "none" : "required";

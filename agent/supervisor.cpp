@@ -61,7 +61,8 @@ uplink::UplinkOptions UplinkOptionsOf(const Config& c) {
 
 }  // namespace
 
-Supervisor::Supervisor(Config config, const Clock& clock) : config_(std::move(config)), clock_(clock) {}
+Supervisor::Supervisor(Config config, const Clock& clock)
+    : config_(std::move(config)), clock_(clock) {}
 
 Supervisor::~Supervisor() { Stop(); }
 
@@ -76,7 +77,8 @@ Status Supervisor::Start() {
   writer_ = std::make_unique<store::StoreWriter>(std::move(ring).value(), store_options);
   store::StoreWriter* writer = writer_.get();
   uplink_ = std::make_unique<uplink::Uplink>(
-      UplinkOptionsOf(config_), std::make_unique<uplink::MosquittoClient>(), std::move(reader).value(),
+      UplinkOptionsOf(config_), std::make_unique<uplink::MosquittoClient>(),
+      std::move(reader).value(),
       [writer](store::DeliveryAck&& ack) { writer->SubmitAck(std::move(ack)); }, clock_);
   uplink::Uplink* up = uplink_.get();
   writer_->SetCommitListener([up] { up->NotifyNewData(); });
@@ -98,7 +100,7 @@ Status Supervisor::Start() {
       return writer->SubmitReadings(std::move(b), clock_.mono() + shortest_poll);
     };
     pollers_.push_back(std::make_unique<modbus::ModbusPoller>(bus.name, std::move(transport),
-                                                             std::move(devices), clock_, sink));
+                                                              std::move(devices), clock_, sink));
   }
 
   writer_->Start();
@@ -107,8 +109,9 @@ Status Supervisor::Start() {
   started_ = true;
   Log(LogLevel::kInfo, "agent",
       std::string("tagrelay ") + kVersion + " running: gateway " + config_.gateway.id + ", " +
-          std::to_string(config_.devices.size()) + " device(s) on " + std::to_string(pollers_.size()) +
-          " bus(es), store " + store_options.path + ", config digest " + config_.digest);
+          std::to_string(config_.devices.size()) + " device(s) on " +
+          std::to_string(pollers_.size()) + " bus(es), store " + store_options.path +
+          ", config digest " + config_.digest);
   return Status::Ok();
 }
 
@@ -121,7 +124,8 @@ void Supervisor::Stop() {
   const auto& w = writer_->counters();
   Log(LogLevel::kInfo, "agent",
       "stopped: " + std::to_string(w.rows_committed.load()) + " readings stored, " +
-          std::to_string(uplink_->counters().readings_acked.load()) + " acknowledged by the broker");
+          std::to_string(uplink_->counters().readings_acked.load()) +
+          " acknowledged by the broker");
 }
 
 std::string Supervisor::Summary() const {
@@ -131,8 +135,8 @@ std::string Supervisor::Summary() const {
     for (size_t i = 0; i < p->device_count(); ++i) {
       ++devices;
       const auto& c = p->counters(i);
-      if (c.last_good_ms.load() != 0 && clock_.wall_ms() - c.last_good_ms.load() <
-                                            3 * p->device(i).poll.count() + 1000) {
+      if (c.last_good_ms.load() != 0 &&
+          clock_.wall_ms() - c.last_good_ms.load() < 3 * p->device(i).poll.count() + 1000) {
         ++devices_ok;
       }
     }

@@ -17,12 +17,12 @@ Result<OutboxReader> OutboxReader::Open(const std::string& path) {
       "  (SELECT min(seq) FROM readings r WHERE r.device_id = d.id AND r.delivered = 0) "
       "FROM devices d ORDER BY d.id");
   if (!devices.ok()) return devices.status();
-  Result<Stmt> fetch = Stmt::Prepare(
-      r.db_,
-      "SELECT r.seq, t.name, r.ts, r.quality, r.vtype, r.value, r.err "
-      "FROM readings r JOIN tags t ON t.id = r.tag_id "
-      "WHERE r.device_id = ?1 AND r.delivered = 0 AND r.seq BETWEEN ?2 AND ?3 "
-      "ORDER BY r.seq LIMIT ?4");
+  Result<Stmt> fetch =
+      Stmt::Prepare(r.db_,
+                    "SELECT r.seq, t.name, r.ts, r.quality, r.vtype, r.value, r.err "
+                    "FROM readings r JOIN tags t ON t.id = r.tag_id "
+                    "WHERE r.device_id = ?1 AND r.delivered = 0 AND r.seq BETWEEN ?2 AND ?3 "
+                    "ORDER BY r.seq LIMIT ?4");
   if (!fetch.ok()) return fetch.status();
   r.devices_ = std::move(devices).value();
   r.fetch_ = std::move(fetch).value();

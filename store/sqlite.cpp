@@ -96,7 +96,8 @@ Result<Stmt> Stmt::Prepare(const Db& db, std::string_view sql) {
   sqlite3_stmt* s = nullptr;
   const int rc = sqlite3_prepare_v3(db.get(), sql.data(), static_cast<int>(sql.size()),
                                     SQLITE_PREPARE_PERSISTENT, &s, nullptr);
-  if (rc != SQLITE_OK) return SqliteStatus(rc, db.get(), "prepare " + std::string(sql.substr(0, 60)));
+  if (rc != SQLITE_OK)
+    return SqliteStatus(rc, db.get(), "prepare " + std::string(sql.substr(0, 60)));
   return Stmt(s, db.get());
 }
 

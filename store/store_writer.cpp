@@ -24,7 +24,9 @@ StoreWriter::StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& o
 
 StoreWriter::~StoreWriter() { Stop(); }
 
-void StoreWriter::Start() { thread_ = std::thread([this] { Run(); }); }
+void StoreWriter::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void StoreWriter::Stop() {
   queue_.Close();
@@ -53,7 +55,8 @@ void StoreWriter::Run() {
     std::optional<StoreItem> item = queue_.PopUntil(group_deadline);
     const bool drained = !item && queue_.closed();
     if (item) {
-      if (group.empty()) group_deadline = std::chrono::steady_clock::now() + options_.commit_interval;
+      if (group.empty())
+        group_deadline = std::chrono::steady_clock::now() + options_.commit_interval;
       rows += RowsOf(*item);
       group.push_back(std::move(*item));
     }

@@ -15,12 +15,13 @@ namespace tagrelay::store {
 enum class SyncMode { kNormal, kFull };
 
 struct StoreOptions {
-  std::string path;                           // the database file
-  uint64_t max_bytes = 256ull << 20;          // the ring's bound on disk
-  SyncMode sync = SyncMode::kNormal;          // kFull: every commit survives power loss
-  size_t commit_rows = 1000;                  // group commit after this many rows ...
-  std::chrono::milliseconds commit_interval{200};  // ... or this long after the first, whichever first
-  size_t queue_capacity = 1024;               // batches waiting for the writer
+  std::string path;                   // the database file
+  uint64_t max_bytes = 256ull << 20;  // the ring's bound on disk
+  SyncMode sync = SyncMode::kNormal;  // kFull: every commit survives power loss
+  size_t commit_rows = 1000;          // group commit after this many rows ...
+  std::chrono::milliseconds commit_interval{
+      200};                      // ... or this long after the first, whichever first
+  size_t queue_capacity = 1024;  // batches waiting for the writer
 };
 
 // "The broker acknowledged readings seq_first..seq_last of `device`."

@@ -20,13 +20,13 @@ enum class StatusCode {
   kOk = 0,
   kInvalidArgument,  // bad input: config, a frame, a file
   kNotFound,
-  kIOError,          // disk, socket
+  kIOError,  // disk, socket
   kTimeout,
-  kDeviceError,      // the device answered with an error (Modbus exception, bad frame)
-  kCorruption,       // data on disk does not make sense
-  kUnavailable,      // a peer is not reachable now; retrying may help
+  kDeviceError,        // the device answered with an error (Modbus exception, bad frame)
+  kCorruption,         // data on disk does not make sense
+  kUnavailable,        // a peer is not reachable now; retrying may help
   kResourceExhausted,  // a bound was hit (disk full, queue full)
-  kCancelled,        // stop was requested
+  kCancelled,          // stop was requested
   kInternal,
 };
 
@@ -38,7 +38,9 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return {}; }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status IOError(std::string m) { return {StatusCode::kIOError, std::move(m)}; }
   static Status Timeout(std::string m) { return {StatusCode::kTimeout, std::move(m)}; }
@@ -70,7 +72,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "Result needs a value or an error");
   }
@@ -96,8 +98,8 @@ class [[nodiscard]] Result {
 }  // namespace tagrelay
 
 // Returns early from the enclosing function with the error of `expr`.
-#define TR_RETURN_IF_ERROR(expr)                 \
-  do {                                           \
-    ::tagrelay::Status tr_status_ = (expr);      \
-    if (!tr_status_.ok()) return tr_status_;     \
+#define TR_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::tagrelay::Status tr_status_ = (expr);  \
+    if (!tr_status_.ok()) return tr_status_; \
   } while (0)

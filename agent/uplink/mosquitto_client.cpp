@@ -72,7 +72,8 @@ Status MosquittoClient::Connect(const MqttSessionOptions& o) {
   Destroy();
   session_lost_reported_ = false;
   mosq_ = mosquitto_new(o.client_id.c_str(), /*clean_session=*/true, this);
-  if (mosq_ == nullptr) return Status::Internal("mosquitto_new: " + std::string(std::strerror(errno)));
+  if (mosq_ == nullptr)
+    return Status::Internal("mosquitto_new: " + std::string(std::strerror(errno)));
   mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
   mosquitto_int_option(mosq_, MOSQ_OPT_SEND_MAXIMUM, o.max_inflight);
   mosquitto_connect_v5_callback_set(mosq_, &OnConnect);

@@ -51,7 +51,8 @@ void WriteValue(JsonWriter& w, const Value& v) {
 
 }  // namespace
 
-std::string EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredReading> readings) {
+std::string EncodeTelemetry(const BatchHeader& header,
+                            std::span<const store::StoredReading> readings) {
   std::string out;
   out.reserve(160 + readings.size() * 64);
   JsonWriter w(&out);

@@ -33,7 +33,8 @@ struct BatchHeader {
 };
 
 // REQUIRES: !readings.empty() and readings[i].seq == readings[0].seq + i.
-std::string EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredReading> readings);
+std::string EncodeTelemetry(const BatchHeader& header,
+                            std::span<const store::StoredReading> readings);
 
 // The retained gateway status: state is "online" or "offline".
 std::string EncodeStatus(std::string_view gateway, std::string_view state, std::string_view version,

@@ -31,8 +31,11 @@ std::string ReasonHex(int code) {
 
 Uplink::Uplink(UplinkOptions options, std::unique_ptr<MqttClient> client,
                store::OutboxReader reader, AckSink ack_sink, const Clock& clock)
-    : options_(std::move(options)), client_(std::move(client)), reader_(std::move(reader)),
-      ack_sink_(std::move(ack_sink)), clock_(clock) {
+    : options_(std::move(options)),
+      client_(std::move(client)),
+      reader_(std::move(reader)),
+      ack_sink_(std::move(ack_sink)),
+      clock_(clock) {
   MqttCallbacks cb;
   cb.on_connect = [this](int reason, std::string_view text) {
     events_.push_back(Event{Event::kConnected, reason, 0, std::string(text)});
@@ -48,7 +51,9 @@ Uplink::Uplink(UplinkOptions options, std::unique_ptr<MqttClient> client,
 
 Uplink::~Uplink() { Stop(); }
 
-void Uplink::Start() { thread_ = std::thread([this] { Run(); }); }
+void Uplink::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void Uplink::Stop() {
   stop_ = true;
@@ -79,8 +84,9 @@ void Uplink::Run() {
   }
   if (!inflight_.empty()) {
     Log(LogLevel::kInfo, "uplink",
-        std::to_string(inflight_.size()) + " batch(es) unacknowledged at stop; they stay in the "
-        "store and are sent again at the next start");
+        std::to_string(inflight_.size()) +
+            " batch(es) unacknowledged at stop; they stay in the "
+            "store and are sent again at the next start");
   }
   client_->Disconnect();
   state_ = State::kDisconnected;
@@ -103,8 +109,8 @@ void Uplink::Step() {
     case State::kConnecting:
       if (now >= connect_deadline_) {
         client_->Disconnect();
-        OnSessionLost("no CONNACK within " +
-                      std::to_string(options_.connect_timeout.count()) + " ms");
+        OnSessionLost("no CONNACK within " + std::to_string(options_.connect_timeout.count()) +
+                      " ms");
       }
       break;
     case State::kConnected:
@@ -159,8 +165,9 @@ void Uplink::StartConnect() {
   }
   if (!url.tls) {
     Log(LogLevel::kWarning, "uplink",
-        "connecting to " + url.ToString() + " WITHOUT TLS (insecure = true): the API key and "
-        "all data travel in clear text");
+        "connecting to " + url.ToString() +
+            " WITHOUT TLS (insecure = true): the API key and "
+            "all data travel in clear text");
   }
   Status s = client_->Connect(o);
   std::fill(o.password.begin(), o.password.end(), '\0');
@@ -228,7 +235,7 @@ void Uplink::OnSessionStart() {
   inflight_.clear();
   retries_.clear();
   new_data_ = true;
-  if (!RefreshDevices()) return;
+  if (!RefreshDevices(/*session_start=*/true)) return;
   for (DeviceOutbox& d : devices_) {
     if (d.hist_next < d.live_from) {
       LogDevice(LogLevel::kInfo, "uplink", d.name,
@@ -251,8 +258,9 @@ void Uplink::OnSessionLost(const std::string& why) {
   status_mid_ = -1;
   backoff_ = backoff_.count() == 0 ? options_.backoff_initial
                                    : std::min(backoff_ * 2, options_.backoff_max);
-  // Full jitter: a fleet that lost the same broker does not come back in step.
-  std::uniform_int_distribution<int64_t> jitter(0, backoff_.count());
+  // Full jitter above a floor: a fleet that lost the same broker does not come
+  // back in step, and no retry comes sooner than backoff_initial.
+  std::uniform_int_distribution<int64_t> jitter(options_.backoff_initial.count(), backoff_.count());
   retry_at_ = clock_.mono() + std::chrono::milliseconds(jitter(rng_));
   ++broker_index_;
   if (!why.empty()) {
@@ -261,13 +269,12 @@ void Uplink::OnSessionLost(const std::string& why) {
   }
 }
 
-bool Uplink::RefreshDevices() {
+bool Uplink::RefreshDevices(bool session_start) {
   Result<std::vector<store::DeviceBacklog>> all = reader_.Devices();
   if (!all.ok()) {
     Log(LogLevel::kError, "uplink", "read store: " + all.status().ToString());
     return false;
   }
-  const bool session_start = devices_.empty();
   for (store::DeviceBacklog& b : *all) {
     if (FindDevice(b.name) != nullptr) continue;
     DeviceOutbox d;
@@ -296,7 +303,7 @@ Uplink::DeviceOutbox* Uplink::FindDevice(const std::string& name) {
 
 void Uplink::Pump() {
   if (new_data_.exchange(false)) {
-    if (!RefreshDevices()) return;
+    if (!RefreshDevices(/*session_start=*/false)) return;
     for (DeviceOutbox& d : devices_) d.maybe_more = true;
   }
   const MonoTime now = clock_.mono();
@@ -386,7 +393,8 @@ size_t Uplink::PublishRun(DeviceOutbox& d, std::span<const store::StoredReading>
   const auto run = rows.first(n);
   const std::string payload =
       EncodeTelemetry(BatchHeader{options_.gateway, d.name, historical}, run);
-  const std::string topic = DeviceTopic(options_.topic_prefix, options_.gateway, d.name, "telemetry");
+  const std::string topic =
+      DeviceTopic(options_.topic_prefix, options_.gateway, d.name, "telemetry");
   Result<int> mid = client_->Publish(topic, payload, 1, false, {});
   if (!mid.ok()) {
     // The session is going down; the lost-session handling resends from the store.

@@ -14,8 +14,9 @@
 // - At most max_inflight batches await an ack. After a lost session every
 //   unacked batch is sent again from the store (at-least-once; the receiver
 //   drops duplicates by sequence number).
-// - Reconnects back off exponentially with full jitter, up to a cap, moving to
-//   the next broker URL after each failure.
+// - Reconnects back off exponentially with full jitter (a delay drawn between
+//   backoff_initial and the current backoff, which doubles up to backoff_max),
+//   moving to the next broker URL after each failure.
 //
 // Threads: Start() spawns the uplink thread, which owns the MQTT client, the
 // store reader and all state below. NotifyNewData(), Stop() and counters() are
@@ -104,9 +105,9 @@ class Uplink {
   struct DeviceOutbox {
     int64_t id = 0;
     std::string name;
-    int64_t live_from = 1;  // rows below this seq are backlog (historical)
-    int64_t hist_next = 1;  // next backlog seq to send
-    int64_t live_next = 1;  // next live seq to fetch
+    int64_t live_from = 1;                      // rows below this seq are backlog (historical)
+    int64_t hist_next = 1;                      // next backlog seq to send
+    int64_t live_next = 1;                      // next live seq to fetch
     std::vector<store::StoredReading> pending;  // live rows waiting for their batch to close
     MonoTime pending_since{};
     bool maybe_more = true;  // the store may hold live rows at or past live_next
@@ -137,7 +138,9 @@ class Uplink {
   void OnSessionStart();
   void OnSessionLost(const std::string& why);
   void Pump();
-  bool RefreshDevices();
+  // Adds devices the store knows and this session does not. At session start
+  // their stored rows become the backlog; later, a new device's rows are all live.
+  bool RefreshDevices(bool session_start);
   DeviceOutbox* FindDevice(const std::string& name);
   bool WindowOpen() const { return inflight_.size() < static_cast<size_t>(options_.max_inflight); }
   void SendRetries(MonoTime now);

@@ -18,7 +18,9 @@ constexpr std::chrono::milliseconds kBackoffCap{30000};
 
 ModbusPoller::ModbusPoller(std::string name, std::unique_ptr<ModbusTransport> transport,
                            std::vector<DeviceSpec> devices, const Clock& clock, ReadingSink sink)
-    : name_(std::move(name)), transport_(std::move(transport)), clock_(clock),
+    : name_(std::move(name)),
+      transport_(std::move(transport)),
+      clock_(clock),
       sink_(std::move(sink)) {
   const MonoTime start = clock_.mono();
   for (DeviceSpec& spec : devices) {
@@ -34,7 +36,9 @@ ModbusPoller::ModbusPoller(std::string name, std::unique_ptr<ModbusTransport> tr
 
 ModbusPoller::~ModbusPoller() { Stop(); }
 
-void ModbusPoller::Start() { thread_ = std::thread([this] { Run(); }); }
+void ModbusPoller::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void ModbusPoller::Stop() {
   stop_.Request();
@@ -67,7 +71,8 @@ bool ModbusPoller::EnsureConnected() {
   if (now < retry_at_) return false;
   Status s = transport_->Connect();
   if (s.ok()) {
-    if (connect_logged_) Log(LogLevel::kInfo, "modbus", name_ + ": connected to " + transport_->Describe());
+    if (connect_logged_)
+      Log(LogLevel::kInfo, "modbus", name_ + ": connected to " + transport_->Describe());
     connect_logged_ = false;
     backoff_ = std::chrono::milliseconds(0);
     return true;
@@ -100,7 +105,11 @@ void ModbusPoller::PollDevice(DeviceState& d) {
     if (!s.ok()) {
       ++d.counters->failed_requests;
       if (first_error.ok()) first_error = s;
-      for (size_t t : req.tags) readings.push_back(Reading::Bad(d.spec.tags[t].name, ts, s.message()));
+      for (size_t t : req.tags) {
+        Reading bad = Reading::Bad(d.spec.tags[t].name, ts, s.message());
+        PassesDeadband(d, t, bad);  // always true for a bad reading; resets the band
+        readings.push_back(std::move(bad));
+      }
       continue;
     }
     for (size_t t : req.tags) {

@@ -45,7 +45,8 @@ struct TagSpec {
   double scale = 1.0;
   double offset = 0.0;
   std::string unit;
-  double deadband = 0.0;  // report by exception: skip a good value closer than this to the last sent
+  double deadband =
+      0.0;  // report by exception: skip a good value closer than this to the last sent
 };
 
 struct DeviceSpec {

@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sim: listen on %s:%d: %s\n", host.c_str(), port, modbus_strerror(errno));
     return 2;
   }
-  sockaddr_in addr {};
+  sockaddr_in addr{};
   socklen_t len = sizeof addr;
   getsockname(server, reinterpret_cast<sockaddr*>(&addr), &len);
   std::printf("listening on %d\n", ntohs(addr.sin_port));
@@ -136,7 +136,8 @@ int main(int argc, char** argv) {
       modbus_set_socket(ctx, fd);
       const int rc = modbus_receive(ctx, query);
       if (rc > 0) {
-        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double t =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         UpdateWaves(map, t);
         CountPoll(ctx, query, map);
         modbus_reply(ctx, query, rc, map);

@@ -1,0 +1,266 @@
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "fakes/temp_dir.h"
+#include "store/outbox_reader.h"
+#include "store/ring_store.h"
+#include "store/schema.h"
+#include "store/store_writer.h"
+
+namespace tagrelay::store {
+namespace {
+
+ReadingBatch Batch(const std::string& device, int n, int64_t ts = 1000) {
+  ReadingBatch b{device, {}};
+  for (int i = 0; i < n; ++i)
+    b.readings.push_back(Reading::Good("t" + std::to_string(i % 3), ts + i, int64_t{i}));
+  return b;
+}
+
+// Runs one SQL statement on a separate connection, as an operator or a test would.
+void Sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  std::string msg = err != nullptr ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(db);
+  ASSERT_EQ(rc, SQLITE_OK) << msg;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  StoreOptions Options() {
+    StoreOptions o;
+    o.path = dir_.File("tagrelay.db");
+    return o;
+  }
+  std::unique_ptr<RingStore> OpenStore() {
+    Result<std::unique_ptr<RingStore>> s = RingStore::Open(Options());
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  OutboxReader OpenReader() {
+    Result<OutboxReader> r = OutboxReader::Open(Options().path);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return std::move(r).value();
+  }
+  std::vector<StoredReading> Fetch(OutboxReader& r, int64_t device_id, int64_t from = 1,
+                                   int64_t to = std::numeric_limits<int64_t>::max(),
+                                   size_t limit = 10000) {
+    std::vector<StoredReading> out;
+    Status s = r.FetchUndelivered(device_id, from, to, limit, out);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  }
+  DeviceBacklog Backlog(OutboxReader& r, const std::string& name) {
+    Result<std::vector<DeviceBacklog>> all = r.Devices();
+    EXPECT_TRUE(all.ok());
+    for (const DeviceBacklog& d : *all) {
+      if (d.name == name) return d;
+    }
+    ADD_FAILURE() << "no device " << name;
+    return {};
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(StoreTest, SequenceNumbersArePerDeviceAndUnbroken) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->WriteGroup({Batch("a", 3), Batch("b", 2), Batch("a", 4)}).ok());
+  EXPECT_EQ(*store->NextSeq("a"), 8);
+  EXPECT_EQ(*store->NextSeq("b"), 3);
+  EXPECT_EQ(*store->NextSeq("never-seen"), 1);
+
+  OutboxReader reader = OpenReader();
+  std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
+  ASSERT_EQ(rows.size(), 7u);
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i].seq, static_cast<int64_t>(i + 1));
+}
+
+TEST_F(StoreTest, SequenceNumbersContinueAfterReopen) {
+  {
+    auto store = OpenStore();
+    ASSERT_TRUE(store->WriteGroup({Batch("a", 5)}).ok());
+  }
+  // Deleting rows (as eviction will) must not make numbers reusable.
+  Sql(Options().path, "DELETE FROM readings");
+  auto store = OpenStore();
+  EXPECT_EQ(*store->NextSeq("a"), 6);
+  ASSERT_TRUE(store->WriteGroup({Batch("a", 1)}).ok());
+  OutboxReader reader = OpenReader();
+  std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].seq, 6);
+}
+
+TEST_F(StoreTest, AFailedGroupWritesNothingAndLeavesNoGap) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->WriteGroup({Batch("a", 2)}).ok());
+  // A trigger makes any reading with ts = -1 fail, in the middle of a group.
+  Sql(Options().path,
+      "CREATE TRIGGER fail_on_bad_ts BEFORE INSERT ON readings WHEN NEW.ts = -1 "
+      "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  Status s = store->WriteGroup({Batch("a", 3), Batch("new-device", 1), Batch("a", 1, -1)});
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("injected failure"), std::string::npos) << s.ToString();
+
+  EXPECT_EQ(*store->NextSeq("a"), 3) << "the failed group handed out no numbers";
+  ASSERT_TRUE(store->WriteGroup({Batch("a", 1), Batch("new-device", 1)}).ok());
+  OutboxReader reader = OpenReader();
+  std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows.back().seq, 3);
+  EXPECT_EQ(Fetch(reader, Backlog(reader, "new-device").id).at(0).seq, 1);
+}
+
+TEST_F(StoreTest, AcksMarkOnlyTheirRangeOfTheirDevice) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->WriteGroup({Batch("a", 10), Batch("b", 10)}).ok());
+  ASSERT_TRUE(store->WriteGroup({DeliveryAck{"a", 3, 5}}).ok());
+  OutboxReader reader = OpenReader();
+  std::vector<int64_t> seqs;
+  for (const StoredReading& r : Fetch(reader, Backlog(reader, "a").id)) seqs.push_back(r.seq);
+  EXPECT_EQ(seqs, (std::vector<int64_t>{1, 2, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(Fetch(reader, Backlog(reader, "b").id).size(), 10u);
+
+  DeviceBacklog a = Backlog(reader, "a");
+  EXPECT_EQ(a.first_undelivered, 1);
+  EXPECT_EQ(a.last_seq, 10);
+  ASSERT_TRUE(store->WriteGroup({DeliveryAck{"a", 1, 2}}).ok());
+  EXPECT_EQ(Backlog(reader, "a").first_undelivered, 6);
+  ASSERT_TRUE(store->WriteGroup({DeliveryAck{"a", 6, 10}}).ok());
+  EXPECT_EQ(Backlog(reader, "a").first_undelivered, 0) << "0 means nothing undelivered";
+  EXPECT_EQ(*reader.CountUndelivered(), 10);
+}
+
+TEST_F(StoreTest, FetchHonoursBoundsAndLimitInSequenceOrder) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->WriteGroup({Batch("a", 20)}).ok());
+  OutboxReader reader = OpenReader();
+  const int64_t id = Backlog(reader, "a").id;
+  std::vector<StoredReading> rows = Fetch(reader, id, 5, 12, 4);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows.front().seq, 5);
+  EXPECT_EQ(rows.back().seq, 8);
+  rows = Fetch(reader, id, 15, 17);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows.back().seq, 17);
+}
+
+TEST_F(StoreTest, EveryValueTypeRoundTrips) {
+  auto store = OpenStore();
+  ReadingBatch b{"a", {}};
+  b.readings.push_back(Reading::Good("bool", 1, true));
+  b.readings.push_back(Reading::Good("int", 2, std::numeric_limits<int64_t>::min()));
+  b.readings.push_back(Reading::Good("uint", 3, std::numeric_limits<uint64_t>::max()));
+  b.readings.push_back(Reading::Good("double", 4, 231.4));
+  b.readings.push_back(Reading::Good("text", 5, std::string("h\xC3\xA9llo")));
+  b.readings.push_back(Reading::Bad("bad", 6, "exception:2"));
+  b.readings.push_back(Reading{"unc", 7, 1.5, Quality::kUncertain, "stale"});
+  ASSERT_TRUE(store->WriteGroup({b}).ok());
+
+  OutboxReader reader = OpenReader();
+  std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
+  ASSERT_EQ(rows.size(), 7u);
+  EXPECT_EQ(rows[0].value, Value(true));
+  EXPECT_EQ(rows[1].value, Value(std::numeric_limits<int64_t>::min()));
+  EXPECT_EQ(rows[2].value, Value(std::numeric_limits<uint64_t>::max()));
+  EXPECT_EQ(rows[3].value, Value(231.4));
+  EXPECT_EQ(rows[4].value, Value(std::string("h\xC3\xA9llo")));
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(rows[5].value));
+  EXPECT_EQ(rows[5].quality, Quality::kBad);
+  EXPECT_EQ(rows[5].error, "exception:2");
+  EXPECT_EQ(rows[6].quality, Quality::kUncertain);
+  EXPECT_EQ(rows[6].error, "stale");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].ts_ms, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(rows[i].tag, b.readings[i].tag);
+  }
+}
+
+TEST_F(StoreTest, ADatabaseFromANewerReleaseIsRefusedAndLeftAlone) {
+  { auto store = OpenStore(); }
+  Sql(Options().path, "PRAGMA user_version = 99");
+  Result<std::unique_ptr<RingStore>> s = RingStore::Open(Options());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("newer"), std::string::npos) << s.status().ToString();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(Options().path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 99);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+TEST_F(StoreTest, OpensInWalMode) {
+  auto store = OpenStore();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(Options().path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+TEST_F(StoreTest, WriterGroupsCommitsAndStopCommitsEverything) {
+  StoreOptions o = Options();
+  o.commit_rows = 50;
+  o.commit_interval = std::chrono::milliseconds(10000);  // only the row count closes a group here
+  o.queue_capacity = 200;
+  StoreWriter writer(OpenStore(), o);
+  int notified = 0;
+  writer.SetCommitListener([&] { ++notified; });
+  // Queue everything before the writer runs, so grouping does not depend on timing.
+  for (int i = 0; i < 120; ++i) {
+    ASSERT_TRUE(writer.SubmitReadings(Batch("a", 1), MonoTime::max()));
+  }
+  writer.SubmitAck(DeliveryAck{"a", 1, 10});
+  writer.Start();
+  writer.Stop();
+
+  EXPECT_EQ(writer.counters().rows_committed.load(), 120u);
+  EXPECT_EQ(writer.counters().acks_committed.load(), 1u);
+  EXPECT_EQ(writer.counters().commits.load(), 3u)
+      << "50 + 50 + the remaining 20 with the ack at stop";
+  EXPECT_EQ(notified, 3);
+  OutboxReader reader = OpenReader();
+  EXPECT_EQ(*reader.CountUndelivered(), 110);
+  EXPECT_EQ(Backlog(reader, "a").last_seq, 120);
+}
+
+TEST_F(StoreTest, WriterQueueIsBoundedAndSaysSo) {
+  StoreOptions o = Options();
+  o.queue_capacity = 2;
+  StoreWriter writer(OpenStore(), o);  // not started: nothing drains the queue
+  EXPECT_TRUE(writer.SubmitReadings(Batch("a", 1), MonoTime::min()));
+  EXPECT_TRUE(writer.SubmitReadings(Batch("a", 1), MonoTime::min()));
+  EXPECT_FALSE(writer.SubmitReadings(Batch("a", 1), MonoTime::min())) << "full: refused, not grown";
+  EXPECT_EQ(writer.queued(), 2u);
+}
+
+TEST_F(StoreTest, MigrationIsRecordedInUserVersion) {
+  { auto store = OpenStore(); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(Options().path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), kSchemaVersion);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+}  // namespace
+}  // namespace tagrelay::store
