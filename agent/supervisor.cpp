@@ -128,23 +128,4 @@ void Supervisor::Stop() {
           " acknowledged by the broker");
 }
 
-std::string Supervisor::Summary() const {
-  if (!started_) return "stopped";
-  size_t devices_ok = 0, devices = 0;
-  for (const auto& p : pollers_) {
-    for (size_t i = 0; i < p->device_count(); ++i) {
-      ++devices;
-      const auto& c = p->counters(i);
-      if (c.last_good_ms.load() != 0 &&
-          clock_.wall_ms() - c.last_good_ms.load() < 3 * p->device(i).poll.count() + 1000) {
-        ++devices_ok;
-      }
-    }
-  }
-  return std::to_string(devices_ok) + "/" + std::to_string(devices) + " devices ok, uplink " +
-         (uplink_->counters().connected.load() ? "connected" : "down") + ", " +
-         std::to_string(writer_->counters().rows_committed.load()) + " stored, " +
-         std::to_string(uplink_->counters().readings_acked.load()) + " delivered";
-}
-
 }  // namespace tagrelay

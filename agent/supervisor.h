@@ -40,9 +40,6 @@ class Supervisor {
   Status Start();
   void Stop();
 
-  // One line for logs: devices, backlog, uplink state.
-  std::string Summary() const;
-
  private:
   Config config_;
   const Clock& clock_;
