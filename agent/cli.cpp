@@ -88,11 +88,9 @@ int CheckConfig(const Args& args) {
 }
 
 int Run(const Args& args) {
-  std::optional<Config> config = LoadOrReport(args.config);
-  if (!config) return kExitBadInput;
-
-  // Block the stop signals before any thread starts, so that only the main
-  // thread receives them (in sigtimedwait below), never a worker.
+  // Block the stop signals first: a stop that arrives while starting waits in
+  // sigtimedwait below instead of killing the process half-started, and no
+  // worker thread (they inherit the mask) ever receives one.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -100,6 +98,9 @@ int Run(const Args& args) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  std::optional<Config> config = LoadOrReport(args.config);
+  if (!config) return kExitBadInput;
 
   Supervisor supervisor(std::move(*config), RealClock());
   Status s = supervisor.Start();

@@ -32,6 +32,7 @@ struct StoreConfig {
   store::SyncMode sync = store::SyncMode::kNormal;
   size_t commit_rows = 1000;
   std::chrono::milliseconds commit_interval{200};
+  size_t max_memory_readings = 50000;
 };
 
 struct UplinkConfig {

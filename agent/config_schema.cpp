@@ -15,8 +15,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Directory of the store (tagrelay.db and its WAL). Must be writable by the service."},
 
       {"store", "max_bytes", "size", "256MiB",
-       "Intended bound on the store on disk (\"64MiB\", \"1GiB\", or bytes; at least 1MiB). "
-       "Validated, but not enforced by this version: see docs/operations.md, Store."},
+       "Hard bound on the store on disk, database plus WAL (\"64MiB\", \"1GiB\", or bytes; at "
+       "least 1MiB). When it is reached, delivered readings go first, then the oldest "
+       "undelivered ones, each counted and reported (docs/operations.md, Store)."},
       {"store", "sync", "normal | full", "normal",
        "full: every commit is flushed to the medium and survives power loss; normal: a "
        "commit survives a crash of the agent, the last ones may be lost on power loss."},
@@ -24,6 +25,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Group commit: a transaction is committed after this many rows (1..100000) ..."},
       {"store", "commit_interval", "duration", "200ms",
        "... or this long after its first row, whichever comes first (1ms..10s)."},
+      {"store", "max_memory_readings", "integer", "50000",
+       "Readings held in memory while the disk refuses writes (full, failing); past this the "
+       "oldest are dropped and reported as lost (1000..10000000)."},
 
       {"uplink", "url", "string or list", "required",
        "Broker URL, mqtts://host[:port] (default port 8883); a list gives failover, tried in "

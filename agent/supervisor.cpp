@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent/core/json_writer.h"
 #include "agent/core/log.h"
 #include "agent/uplink/mosquitto_client.h"
 #include "agent/uplink/uplink.h"
@@ -37,6 +38,7 @@ store::StoreOptions StoreOptionsOf(const Config& c) {
   o.sync = c.store.sync;
   o.commit_rows = c.store.commit_rows;
   o.commit_interval = c.store.commit_interval;
+  o.max_memory_readings = c.store.max_memory_readings;
   return o;
 }
 
@@ -69,8 +71,10 @@ Supervisor::~Supervisor() { Stop(); }
 Status Supervisor::Start() {
   TR_RETURN_IF_ERROR(EnsureDirectory(config_.gateway.data_dir));
   const store::StoreOptions store_options = StoreOptionsOf(config_);
-  Result<std::unique_ptr<store::RingStore>> ring = store::RingStore::Open(store_options);
-  if (!ring.ok()) return ring.status().WithContext("open store " + store_options.path);
+  store::OpenReport report;
+  Result<std::unique_ptr<store::RingStore>> ring =
+      store::RingStore::Open(store_options, &report, clock_);
+  if (!ring.ok()) return ring.status();
   Result<store::OutboxReader> reader = store::OutboxReader::Open(store_options.path);
   if (!reader.ok()) return reader.status().WithContext("open store reader " + store_options.path);
 
@@ -103,6 +107,17 @@ Status Supervisor::Start() {
                                                               std::move(devices), clock_, sink));
   }
 
+  if (!report.quarantined.empty()) {
+    // A gateway-level event for the cloud; the store logged the details.
+    std::string body;
+    JsonWriter w(&body);
+    w.BeginObject();
+    w.Key("reason").String("corrupt");
+    w.Key("detail").String(report.corruption);
+    w.Key("moved_to").String(report.quarantined);
+    w.EndObject();
+    writer_->SubmitEvent(store::NewEvent{"store_reset", "", clock_.wall_ms(), std::move(body)});
+  }
   writer_->Start();
   uplink_->Start();
   for (auto& p : pollers_) p->Start();

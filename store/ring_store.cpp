@@ -1,13 +1,42 @@
 #include "store/ring_store.h"
 
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
 #include <type_traits>
 
+#include "agent/core/json_writer.h"
+#include "agent/core/log.h"
 #include "store/schema.h"
 
 namespace tagrelay::store {
 namespace {
 
 enum VType : int { kNone = 0, kBool = 1, kInt = 2, kUint = 3, kDouble = 4, kText = 5 };
+
+constexpr const char* kEventsKey = "#events";  // device names cannot contain '#'
+constexpr size_t kCorruptCopiesKept = 3;
+constexpr double kHighWater = 0.90;  // start evicting above this share of the cap ...
+constexpr double kLowWater = 0.75;   // ... down to this share
+constexpr uint64_t kMinRowBytes = 32;
+constexpr size_t kRowsPerInsert = 8;
+
+std::string MultiRowInsert(size_t rows) {
+  std::string sql = "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) VALUES ";
+  for (size_t r = 0; r < rows; ++r) {
+    sql += r == 0 ? "(" : ", (";
+    for (int c = 1; c <= 8; ++c) sql += "?" + std::to_string(8 * r + static_cast<size_t>(c)) + (c < 8 ? ", " : ")");
+  }
+  return sql;
+}
 
 void BindValue(Stmt& st, int vtype_index, int value_index, const Value& v) {
   std::visit(
@@ -36,23 +65,144 @@ void BindValue(Stmt& st, int vtype_index, int value_index, const Value& v) {
       v);
 }
 
-}  // namespace
+std::string DirOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+}
 
-Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options) {
-  Result<Db> db = Db::Open(options.path, /*create=*/true);
+std::string MarksPath(const std::string& db_path) { return DirOf(db_path) + "/sequence.marks"; }
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+// Moves a corrupt database (and its WAL) aside as corrupt-<UTC time>.db and
+// keeps only the newest kCorruptCopiesKept of those, so that repeated
+// corruption cannot fill the disk.
+Status Quarantine(const std::string& path, std::string* moved_to) {
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm tm {};
+  gmtime_r(&now, &tm);
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+  const std::string dir = DirOf(path);
+  std::string target = dir + "/corrupt-" + stamp + ".db";
+  for (int i = 1; Exists(target); ++i) target = dir + "/corrupt-" + stamp + "-" + std::to_string(i) + ".db";
+  if (rename(path.c_str(), target.c_str()) != 0) {
+    return Status::IOError("move corrupt database " + path + " aside: " + std::strerror(errno));
+  }
+  if (Exists(path + "-wal")) rename((path + "-wal").c_str(), (target + "-wal").c_str());
+  unlink((path + "-shm").c_str());
+  *moved_to = target;
+
+  std::vector<std::string> copies;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("corrupt-") && name.ends_with(".db")) copies.push_back(e.path().string());
+  }
+  std::sort(copies.begin(), copies.end());
+  while (copies.size() > kCorruptCopiesKept) {
+    unlink(copies.front().c_str());
+    unlink((copies.front() + "-wal").c_str());
+    copies.erase(copies.begin());
+  }
+  return Status::Ok();
+}
+
+Result<Db> OpenChecked(const StoreOptions& o, bool* created) {
+  struct stat st {};
+  *created = stat(o.path.c_str(), &st) != 0 || st.st_size == 0;
+  Result<Db> db = Db::Open(o.path, /*create=*/true, /*read_only=*/false, o.vfs);
   if (!db.ok()) return db.status();
   Db& d = *db;
   TR_RETURN_IF_ERROR(d.Exec("PRAGMA busy_timeout = 5000"));
+  if (*created) {
+    // Must be set before the first table exists; lets the file shrink after eviction.
+    TR_RETURN_IF_ERROR(d.Exec("PRAGMA auto_vacuum = INCREMENTAL"));
+  } else {
+    Result<std::string> check = d.QueryText("PRAGMA quick_check(1)");
+    if (!check.ok()) return check.status().WithContext("quick_check");
+    if (*check != "ok") return Status::Corruption("quick_check: " + *check);
+  }
   Result<std::string> mode = d.QueryText("PRAGMA journal_mode = WAL");
   if (!mode.ok()) return mode.status().WithContext("enable WAL");
   if (*mode != "wal") return Status::IOError("enable WAL: journal_mode stayed " + *mode);
-  TR_RETURN_IF_ERROR(d.Exec(options.sync == SyncMode::kFull ? "PRAGMA synchronous = FULL"
-                                                            : "PRAGMA synchronous = NORMAL"));
+  TR_RETURN_IF_ERROR(d.Exec(o.sync == SyncMode::kFull ? "PRAGMA synchronous = FULL"
+                                                      : "PRAGMA synchronous = NORMAL"));
   TR_RETURN_IF_ERROR(Migrate(d));
-  std::unique_ptr<RingStore> store(new RingStore(std::move(db).value()));
+  return db;
+}
+
+std::string LossBody(int64_t first, int64_t last, int64_t count, const char* reason) {
+  std::string body;
+  JsonWriter w(&body);
+  w.BeginObject();
+  w.Key("seq_first").Int(first);
+  w.Key("seq_last").Int(last);
+  w.Key("count").Int(count);
+  w.Key("reason").String(reason);
+  w.EndObject();
+  return body;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, OpenReport* report,
+                                                   const Clock& clock) {
+  OpenReport local;
+  OpenReport& rep = report != nullptr ? *report : local;
+  Result<Db> db = OpenChecked(options, &rep.created);
+  if (!db.ok() && db.status().code() == StatusCode::kCorruption) {
+    rep.corruption = db.status().message();
+    TR_RETURN_IF_ERROR(Quarantine(options.path, &rep.quarantined));
+    Log(LogLevel::kError, "store",
+        "the database was corrupt (" + rep.corruption + "); moved it to " + rep.quarantined +
+            " and started an empty store");
+    db = OpenChecked(options, &rep.created);
+  }
+  if (!db.ok()) return db.status().WithContext("open store " + options.path);
+
+  Result<SequenceReservations> marks =
+      SequenceReservations::Load(MarksPath(options.path), options.sequence_block);
+  if (!marks.ok()) {
+    // The database's own counters are authoritative while it exists; the
+    // marks are rebuilt from them below.
+    Log(LogLevel::kWarning, "store", marks.status().message() + "; rebuilding it from the database");
+    marks = SequenceReservations::Empty(MarksPath(options.path), options.sequence_block);
+  }
+  std::unique_ptr<RingStore> store(
+      new RingStore(std::move(db).value(), options, std::move(marks).value(), clock));
   TR_RETURN_IF_ERROR(store->Prepare());
+  TR_RETURN_IF_ERROR(store->LoadCounts());
+
+  // The marks must cover whatever the database already holds.
+  std::map<std::string, int64_t> last;
+  Result<Stmt> all = Stmt::Prepare(store->db_, "SELECT name, next_seq FROM devices");
+  if (!all.ok()) return all.status();
+  for (;;) {
+    Result<bool> row = all->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    last[std::string(all->ColumnText(0))] = all->ColumnInt(1) - 1;
+  }
+  if (rep.created) {
+    // A new database continues event numbering above what a lost one used.
+    store->next_event_seq_ = store->reservations_.Mark(kEventsKey);
+    TR_RETURN_IF_ERROR(store->db_.Exec("UPDATE meta SET value = " +
+                                       std::to_string(store->next_event_seq_) +
+                                       " WHERE key = 'next_event_seq'"));
+  }
+  last[kEventsKey] = store->next_event_seq_ - 1;
+  TR_RETURN_IF_ERROR(store->reservations_.Cover(last));
   return store;
 }
+
+RingStore::RingStore(Db db, const StoreOptions& options, SequenceReservations reservations,
+                     const Clock& clock)
+    : db_(std::move(db)), options_(options), path_(options.path),
+      reservations_(std::move(reservations)), clock_(clock) {}
 
 Status RingStore::Prepare() {
   struct {
@@ -60,7 +210,7 @@ Status RingStore::Prepare() {
     const char* sql;
   } const all[] = {
       {&find_device_, "SELECT id, next_seq FROM devices WHERE name = ?1"},
-      {&insert_device_, "INSERT INTO devices (name, next_seq) VALUES (?1, 1)"},
+      {&insert_device_, "INSERT INTO devices (name, next_seq) VALUES (?1, ?2)"},
       {&update_seq_, "UPDATE devices SET next_seq = ?2 WHERE id = ?1"},
       {&find_tag_, "SELECT id FROM tags WHERE device_id = ?1 AND name = ?2"},
       {&insert_tag_, "INSERT INTO tags (device_id, name) VALUES (?1, ?2)"},
@@ -70,16 +220,92 @@ Status RingStore::Prepare() {
       {&mark_delivered_,
        "UPDATE readings SET delivered = 1 "
        "WHERE device_id = ?1 AND seq BETWEEN ?2 AND ?3 AND delivered = 0"},
+      {&insert_event_,
+       "INSERT INTO events (seq, kind, device, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)"},
+      {&mark_event_, "UPDATE events SET delivered = 1 WHERE seq = ?1"},
+      {&set_next_event_, "UPDATE meta SET value = ?1 WHERE key = 'next_event_seq'"},
+      {&add_lost_, "UPDATE devices SET lost = lost + ?2 WHERE id = ?1"},
+      {&page_count_, "PRAGMA page_count"},
+      {&freelist_count_, "PRAGMA freelist_count"},
+      {&delete_delivered_,
+       "DELETE FROM readings WHERE id IN "
+       "(SELECT id FROM readings WHERE delivered = 1 ORDER BY id LIMIT ?1)"},
+      {&delete_delivered_events_,
+       "DELETE FROM events WHERE seq IN "
+       "(SELECT seq FROM events WHERE delivered = 1 ORDER BY seq LIMIT ?1)"},
+      {&oldest_undelivered_,
+       "SELECT r.device_id, d.name, min(r.seq), max(r.seq), count(*) FROM "
+       "(SELECT device_id, seq FROM readings WHERE delivered = 0 ORDER BY id LIMIT ?1) r "
+       "JOIN devices d ON d.id = r.device_id GROUP BY r.device_id"},
+      {&delete_oldest_,
+       "DELETE FROM readings WHERE id IN "
+       "(SELECT id FROM readings WHERE delivered = 0 ORDER BY id LIMIT ?1)"},
   };
   for (const auto& s : all) {
     Result<Stmt> st = Stmt::Prepare(db_, s.sql);
     if (!st.ok()) return st.status();
     *s.stmt = std::move(st).value();
   }
+  Result<Stmt> multi = Stmt::Prepare(db_, MultiRowInsert(kRowsPerInsert));
+  if (!multi.ok()) return multi.status();
+  insert_readings_ = std::move(multi).value();
+
+  Result<int64_t> page_size = db_.QueryInt("PRAGMA page_size");
+  if (!page_size.ok()) return page_size.status();
+  page_size_ = static_cast<uint64_t>(*page_size);
+  const Limits limits = LimitsFor(options_.max_bytes, page_size_);
+  wal_limit_ = limits.wal_bytes;
+  cap_pages_ = limits.cap_pages;
+  return db_.Exec(LimitPragmas(limits));
+}
+
+RingStore::Limits RingStore::LimitsFor(uint64_t max_bytes, uint64_t page_size) {
+  Limits l;
+  l.wal_bytes = std::clamp<uint64_t>(max_bytes / 8, 256 << 10, 64 << 20);
+  l.cap_pages = (max_bytes - std::min(max_bytes, l.wal_bytes)) / page_size;
+  l.checkpoint_pages = std::max<uint64_t>(16, l.wal_bytes / page_size / 2);
+  return l;
+}
+
+std::string RingStore::LimitPragmas(const Limits& l) {
+  return "PRAGMA max_page_count = " + std::to_string(l.cap_pages) +
+         "; PRAGMA journal_size_limit = " + std::to_string(l.wal_bytes) +
+         "; PRAGMA wal_autocheckpoint = " + std::to_string(l.checkpoint_pages);
+}
+
+Status RingStore::LoadCounts() {
+  Result<int64_t> readings = db_.QueryInt("SELECT count(*) FROM readings");
+  if (!readings.ok()) return readings.status();
+  Result<int64_t> events = db_.QueryInt("SELECT count(*) FROM events");
+  if (!events.ok()) return events.status();
+  Result<int64_t> next = db_.QueryInt("SELECT value FROM meta WHERE key = 'next_event_seq'");
+  if (!next.ok()) return next.status();
+  readings_ = *readings;
+  events_ = *events;
+  next_event_seq_ = *next;
   return Status::Ok();
 }
 
-Result<RingStore::DeviceEntry*> RingStore::Device(const std::string& name) {
+RingStore::DeviceStart RingStore::StartDevice(const std::string& device) {
+  auto it = devices_.find(device);
+  if (it != devices_.end()) return DeviceStart{it->second.next_seq, 0};
+  find_device_.BindText(1, device);
+  Result<bool> row = find_device_.Step();
+  const int64_t next = row.ok() && *row ? find_device_.ColumnInt(1) : 0;
+  find_device_.Reset();
+  const int64_t mark = reservations_.Mark(device);
+  if (!row.ok()) {
+    // The mark lies above every number the database holds: safe, at the cost of a gap.
+    LogDevice(LogLevel::kError, "store", device,
+              "read its sequence counter: " + row.status().ToString() + "; continuing at " +
+                  std::to_string(mark));
+    return DeviceStart{mark, 0};
+  }
+  if (*row) return DeviceStart{next, 0};
+  return DeviceStart{mark, mark > 1 ? mark : 0};
+}
+
+Result<RingStore::DeviceEntry*> RingStore::Device(const std::string& name, int64_t first_seq) {
   auto it = devices_.find(name);
   if (it != devices_.end()) return &it->second;
   DeviceEntry e;
@@ -93,8 +319,10 @@ Result<RingStore::DeviceEntry*> RingStore::Device(const std::string& name) {
   if (!row.ok()) return row.status();
   if (!*row) {
     insert_device_.BindText(1, name);
+    insert_device_.BindInt(2, first_seq);
     TR_RETURN_IF_ERROR(insert_device_.Run());
     e.id = db_.LastInsertId();
+    e.next_seq = first_seq;
   }
   return &devices_.emplace(name, std::move(e)).first->second;
 }
@@ -118,35 +346,76 @@ Result<int64_t> RingStore::TagId(DeviceEntry& d, const std::string& tag) {
   return id;
 }
 
-Status RingStore::Append(const ReadingBatch& batch) {
-  Result<DeviceEntry*> dev = Device(batch.device);
+Status RingStore::Insert(const SequencedBatch& batch) {
+  Result<DeviceEntry*> dev = Device(batch.device, batch.seq_first);
   if (!dev.ok()) return dev.status();
   DeviceEntry& d = **dev;
-  for (const Reading& r : batch.readings) {
-    Result<int64_t> tag_id = TagId(d, r.tag);
-    if (!tag_id.ok()) return tag_id.status();
-    Stmt& st = insert_reading_;
-    st.BindInt(1, d.id);
-    st.BindInt(2, d.next_seq);
-    st.BindInt(3, *tag_id);
-    st.BindInt(4, r.ts_ms);
-    st.BindInt(5, static_cast<int>(r.quality));
-    BindValue(st, 6, 7, r.value);
-    if (r.error.empty()) {
-      st.BindNull(8);
-    } else {
-      st.BindText(8, r.error);
+  const size_t n = batch.readings.size();
+  if (d.poll_order.size() < n) d.poll_order.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto& [cached_name, tag_id] = d.poll_order[i];
+    if (tag_id == 0 || cached_name != batch.readings[i].tag) {
+      Result<int64_t> id = TagId(d, batch.readings[i].tag);
+      if (!id.ok()) return id.status();
+      cached_name = batch.readings[i].tag;
+      tag_id = *id;
     }
-    TR_RETURN_IF_ERROR(st.Run());
-    ++d.next_seq;
   }
-  update_seq_.BindInt(1, d.id);
-  update_seq_.BindInt(2, d.next_seq);
-  return update_seq_.Run();
+  // Rows go in kRowsPerInsert at a time, the rest one by one: one statement
+  // per row would spend as much time in statement overhead as in the B-trees.
+  size_t i = 0;
+  auto bind_row = [&](Stmt& st, int base, size_t k) {
+    const Reading& r = batch.readings[k];
+    st.BindInt(base + 1, d.id);
+    st.BindInt(base + 2, batch.seq_first + static_cast<int64_t>(k));
+    st.BindInt(base + 3, d.poll_order[k].second);
+    st.BindInt(base + 4, r.ts_ms);
+    st.BindInt(base + 5, static_cast<int>(r.quality));
+    BindValue(st, base + 6, base + 7, r.value);
+    if (r.error.empty()) {
+      st.BindNull(base + 8);
+    } else {
+      st.BindText(base + 8, r.error);
+    }
+  };
+  for (; i + kRowsPerInsert <= n; i += kRowsPerInsert) {
+    for (size_t k = 0; k < kRowsPerInsert; ++k) bind_row(insert_readings_, static_cast<int>(8 * k), i + k);
+    TR_RETURN_IF_ERROR(insert_readings_.Run());
+  }
+  for (; i < n; ++i) {
+    bind_row(insert_reading_, 0, i);
+    TR_RETURN_IF_ERROR(insert_reading_.Run());
+  }
+  readings_ += static_cast<int64_t>(n);
+  const int64_t next = batch.seq_first + static_cast<int64_t>(n);
+  if (next > d.next_seq) {
+    d.next_seq = next;
+    update_seq_.BindInt(1, d.id);
+    update_seq_.BindInt(2, d.next_seq);
+    TR_RETURN_IF_ERROR(update_seq_.Run());
+  }
+  return Status::Ok();
+}
+
+Status RingStore::InsertEvent(const NewEvent& e) {
+  insert_event_.BindInt(1, next_event_seq_);
+  insert_event_.BindText(2, e.kind);
+  if (e.device.empty()) {
+    insert_event_.BindNull(3);
+  } else {
+    insert_event_.BindText(3, e.device);
+  }
+  insert_event_.BindInt(4, e.ts_ms);
+  insert_event_.BindText(5, e.body);
+  TR_RETURN_IF_ERROR(insert_event_.Run());
+  ++next_event_seq_;
+  ++events_;
+  set_next_event_.BindInt(1, next_event_seq_);
+  return set_next_event_.Run();
 }
 
 Status RingStore::MarkDelivered(const DeliveryAck& ack) {
-  Result<DeviceEntry*> dev = Device(ack.device);
+  Result<DeviceEntry*> dev = Device(ack.device, 1);
   if (!dev.ok()) return dev.status();
   mark_delivered_.BindInt(1, (*dev)->id);
   mark_delivered_.BindInt(2, ack.seq_first);
@@ -154,35 +423,195 @@ Status RingStore::MarkDelivered(const DeliveryAck& ack) {
   return mark_delivered_.Run();
 }
 
-Status RingStore::WriteGroup(const std::vector<StoreItem>& group) {
-  TR_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
-  Status s;
-  for (const StoreItem& item : group) {
-    if (const auto* b = std::get_if<ReadingBatch>(&item)) {
-      s = Append(*b);
+Status RingStore::Apply(const std::vector<WriteItem>& group) {
+  for (const WriteItem& item : group) {
+    Status s;
+    if (const auto* b = std::get_if<SequencedBatch>(&item)) {
+      s = Insert(*b);
+    } else if (const auto* a = std::get_if<DeliveryAck>(&item)) {
+      s = MarkDelivered(*a);
+    } else if (const auto* e = std::get_if<NewEvent>(&item)) {
+      s = InsertEvent(*e);
     } else {
-      s = MarkDelivered(std::get<DeliveryAck>(item));
+      mark_event_.BindInt(1, std::get<EventAck>(item).seq);
+      s = mark_event_.Run();
     }
-    if (!s.ok()) break;
-  }
-  if (s.ok()) s = db_.Exec("COMMIT");
-  if (!s.ok()) {
-    (void)db_.Exec("ROLLBACK");
-    devices_.clear();  // the cache may hold ids and counters that were rolled back
-    return s.WithContext("store write");
+    TR_RETURN_IF_ERROR(s);
   }
   return Status::Ok();
 }
 
-Result<int64_t> RingStore::NextSeq(const std::string& device) {
-  auto it = devices_.find(device);
-  if (it != devices_.end()) return it->second.next_seq;
-  find_device_.BindText(1, device);
-  Result<bool> row = find_device_.Step();
-  const int64_t next = row.ok() && *row ? find_device_.ColumnInt(1) : 1;
-  find_device_.Reset();
-  if (!row.ok()) return row.status();
-  return next;
+Status RingStore::Begin() { return db_.Exec("BEGIN IMMEDIATE"); }
+
+Status RingStore::Commit() {
+  // Every number this transaction hands out is covered by the marks on disk
+  // before the transaction commits.
+  std::map<std::string, int64_t> last;
+  for (const auto& [name, d] : devices_) last[name] = d.next_seq - 1;
+  last[kEventsKey] = next_event_seq_ - 1;
+  TR_RETURN_IF_ERROR(reservations_.Cover(last));
+  return db_.Exec("COMMIT");
+}
+
+void RingStore::Rollback() {
+  (void)db_.Exec("ROLLBACK");
+  devices_.clear();  // the caches may hold ids and counters that were rolled back
+  Status s = LoadCounts();
+  if (!s.ok()) Log(LogLevel::kError, "store", "reload counters after rollback: " + s.ToString());
+}
+
+Status RingStore::ApplyInTransaction(const std::vector<WriteItem>& group) {
+  Status s = Begin();
+  if (s.ok()) s = Apply(group);
+  if (s.ok()) s = Commit();
+  if (!s.ok()) Rollback();
+  return s;
+}
+
+Status RingStore::WriteGroup(const std::vector<WriteItem>& group) {
+  uint64_t rows = 0;
+  for (const WriteItem& item : group) {
+    if (const auto* b = std::get_if<SequencedBatch>(&item)) rows += b->readings.size();
+  }
+  const uint64_t need = rows * RowBytes();
+  TR_RETURN_IF_ERROR(MakeRoom(need, /*force=*/false).WithContext("store eviction"));
+  Status s = ApplyInTransaction(group);
+  if (s.code() == StatusCode::kResourceExhausted && readings_ > 0 && AtCap()) {
+    // SQLITE_FULL at the cap: the group outgrew the headroom under it. Make more
+    // room once. Below the cap SQLITE_FULL means the disk itself is full, and
+    // evicting would throw away readings for nothing: the caller retries later.
+    TR_RETURN_IF_ERROR(
+        MakeRoom(2 * need + cap_pages_ * page_size_ / 20, /*force=*/true).WithContext("store eviction"));
+    s = ApplyInTransaction(group);
+  }
+  if (!s.ok()) return s.WithContext("store write");
+  AfterCommit();
+  return Status::Ok();
+}
+
+uint64_t RingStore::RowBytes() const {
+  const int64_t rows = readings_ + events_;
+  if (rows <= 0) return 100;
+  return std::max(kMinRowBytes, UsedPages() * page_size_ / static_cast<uint64_t>(rows));
+}
+
+bool RingStore::AtCap() const {
+  auto& st = const_cast<Stmt&>(page_count_);
+  Result<bool> row = st.Step();
+  const int64_t pages = row.ok() && *row ? st.ColumnInt(0) : 0;
+  st.Reset();
+  return static_cast<uint64_t>(pages) >= cap_pages_;
+}
+
+uint64_t RingStore::UsedPages() const {
+  auto count = [](const Stmt& st) {
+    auto& s = const_cast<Stmt&>(st);
+    Result<bool> row = s.Step();
+    const int64_t n = row.ok() && *row ? s.ColumnInt(0) : 0;
+    s.Reset();
+    return static_cast<uint64_t>(n);
+  };
+  const uint64_t pages = count(page_count_);
+  const uint64_t free_pages = count(freelist_count_);
+  return pages > free_pages ? pages - free_pages : 0;
+}
+
+uint64_t RingStore::FileBytes(const std::string& path) const {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+Status RingStore::MakeRoom(uint64_t need_bytes, bool force) {
+  const uint64_t cap = cap_pages_ * page_size_;
+  const uint64_t used = UsedPages() * page_size_;
+  if (!force && used + need_bytes <= static_cast<uint64_t>(cap * kHighWater)) return Status::Ok();
+  const uint64_t low = static_cast<uint64_t>(cap * kLowWater);
+  const uint64_t target = used + need_bytes > low ? used + need_bytes - low : need_bytes;
+  const int64_t n = static_cast<int64_t>(target / RowBytes()) + 1;
+
+  TR_RETURN_IF_ERROR(Begin());
+  Status s = [&]() -> Status {
+    delete_delivered_events_.BindInt(1, n);
+    TR_RETURN_IF_ERROR(delete_delivered_events_.Run());
+    events_ -= db_.Changes();
+    delete_delivered_.BindInt(1, n);
+    TR_RETURN_IF_ERROR(delete_delivered_.Run());
+    const int64_t gone = db_.Changes();
+    readings_ -= gone;
+    if (gone < n) TR_RETURN_IF_ERROR(EvictUndelivered(n - gone));
+    return Status::Ok();
+  }();
+  if (s.ok()) s = Commit();
+  if (!s.ok()) {
+    Rollback();
+    return s;
+  }
+  ShrinkFile();
+  return Status::Ok();
+}
+
+Status RingStore::EvictUndelivered(int64_t n) {
+  struct Loss {
+    int64_t device_id;
+    std::string device;
+    int64_t first, last, count;
+  };
+  std::vector<Loss> losses;
+  oldest_undelivered_.BindInt(1, n);
+  for (;;) {
+    Result<bool> row = oldest_undelivered_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    losses.push_back(Loss{oldest_undelivered_.ColumnInt(0), std::string(oldest_undelivered_.ColumnText(1)),
+                          oldest_undelivered_.ColumnInt(2), oldest_undelivered_.ColumnInt(3),
+                          oldest_undelivered_.ColumnInt(4)});
+  }
+  oldest_undelivered_.Reset();
+  delete_oldest_.BindInt(1, n);
+  TR_RETURN_IF_ERROR(delete_oldest_.Run());
+  readings_ -= db_.Changes();
+  for (const Loss& l : losses) {
+    add_lost_.BindInt(1, l.device_id);
+    add_lost_.BindInt(2, l.count);
+    TR_RETURN_IF_ERROR(add_lost_.Run());
+    TR_RETURN_IF_ERROR(InsertEvent(
+        NewEvent{"readings_lost", l.device, clock_.wall_ms(), LossBody(l.first, l.last, l.count, kLossRingFull)}));
+    evicted_undelivered_ += static_cast<uint64_t>(l.count);
+    LogDevice(LogLevel::kWarning, "store", l.device,
+              "store full (max_bytes " + std::to_string(options_.max_bytes) + "): evicted " +
+                  std::to_string(l.count) + " undelivered readings, seq " + std::to_string(l.first) +
+                  ".." + std::to_string(l.last));
+  }
+  return Status::Ok();
+}
+
+void RingStore::ShrinkFile() {
+  // Only a file larger than the cap (max_bytes was lowered) is given back to
+  // the file system; otherwise free pages are simply reused.
+  if (FileBytes(path_) <= cap_pages_ * page_size_) return;
+  Status s = db_.Exec("PRAGMA incremental_vacuum");
+  if (s.ok()) s = db_.Exec("PRAGMA max_page_count = " + std::to_string(cap_pages_));
+  if (!s.ok()) Log(LogLevel::kWarning, "store", "shrink the database file: " + s.ToString());
+}
+
+void RingStore::AfterCommit() {
+  // The WAL is checkpointed automatically at half its budget; if readers held it
+  // back and it grew past the budget, wait for them and truncate it.
+  if (FileBytes(path_ + "-wal") <= wal_limit_) return;
+  Status s = db_.Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  if (!s.ok()) Log(LogLevel::kWarning, "store", "checkpoint: " + s.ToString());
+}
+
+RingUsage RingStore::Usage() const {
+  RingUsage u;
+  u.max_bytes = options_.max_bytes;
+  u.db_bytes = FileBytes(path_);
+  u.wal_bytes = FileBytes(path_ + "-wal");
+  u.used_bytes = UsedPages() * page_size_;
+  u.readings = readings_;
+  u.events = events_;
+  u.evicted_undelivered = evicted_undelivered_;
+  return u;
 }
 
 }  // namespace tagrelay::store

@@ -1,11 +1,21 @@
-// RingStore: the writer's connection to the SQLite ring. It turns batches of
-// readings into rows with per-device sequence numbers and records acks.
+// RingStore: the writer's connection to the SQLite ring: readings with their
+// per-device sequence numbers, events for the cloud, and delivery state.
 //
-// Promise: WriteGroup() applies a whole group of items in one transaction, or
-// none of it. Sequence numbers of a device are unbroken (1, 2, 3, ...) and are
-// never handed out twice: the counter is persisted in the same transaction as
-// the rows. The database runs in WAL mode so that readers on other
-// connections never block the writer.
+// Promise:
+// - WriteGroup() applies a whole group in one transaction, or none of it.
+// - Sequence numbers are never handed out twice: a device's counter is
+//   persisted with its rows, and high-water marks in a file next to the
+//   database (SequenceReservations) keep numbers unique when the database
+//   itself is lost.
+// - The database plus its WAL stay within max_bytes: the database is capped
+//   (PRAGMA max_page_count) below max_bytes minus a WAL budget, the WAL is
+//   checkpointed and truncated to its budget. When the ring nears its cap,
+//   delivered rows go first, then the oldest undelivered readings; every
+//   undelivered reading that goes is counted per device and reported in a
+//   readings_lost event (device, seq range, count, reason).
+// - Open() refuses a database newer than this binary without touching it, and
+//   moves a corrupt one (it fails to open or PRAGMA quick_check) aside as
+//   corrupt-<time>.db, keeping the newest three, then starts afresh.
 //
 // Threads: owned by the store writer thread; not thread safe.
 #pragma once
@@ -15,42 +25,123 @@
 #include <unordered_map>
 #include <vector>
 
+#include "agent/core/clock.h"
 #include "agent/core/status.h"
+#include "store/seq_reservations.h"
 #include "store/sqlite.h"
 #include "store/types.h"
 
 namespace tagrelay::store {
 
+struct OpenReport {
+  bool created = false;     // the database is new (first start, or after a quarantine)
+  std::string quarantined;  // where a corrupt database was moved; empty if none
+  std::string corruption;   // what was wrong with it
+};
+
+struct RingUsage {
+  uint64_t max_bytes = 0;
+  uint64_t db_bytes = 0;    // the database file
+  uint64_t wal_bytes = 0;   // its WAL file
+  uint64_t used_bytes = 0;  // pages in use (the rest of the file is free pages)
+  int64_t readings = 0;
+  int64_t events = 0;
+  uint64_t evicted_undelivered = 0;  // readings lost to the bound since the store opened
+};
+
 class RingStore {
  public:
-  // Opens or creates the database at options.path and migrates it.
-  static Result<std::unique_ptr<RingStore>> Open(const StoreOptions& options);
+  // `clock` stamps the events the store itself raises (readings_lost).
+  static Result<std::unique_ptr<RingStore>> Open(const StoreOptions& options,
+                                                 OpenReport* report = nullptr,
+                                                 const Clock& clock = RealClock());
 
-  // Writes every item of `group` in one transaction (readings get their
-  // sequence numbers; acks mark rows delivered). On error nothing was written.
-  Status WriteGroup(const std::vector<StoreItem>& group);
+  // Where a device's numbering continues. `lost_below` > 0 says the store knew
+  // the device once and lost its database: readings below it may be lost. If
+  // the database cannot be read, numbering continues above the device's mark.
+  struct DeviceStart {
+    int64_t next_seq = 1;
+    int64_t lost_below = 0;
+  };
+  DeviceStart StartDevice(const std::string& device);
 
-  // The next sequence number `device` will get (1 for a device never seen).
-  Result<int64_t> NextSeq(const std::string& device);
+  // Writes every item of `group` in one transaction, making room first if the
+  // ring is near its cap. On error nothing of the group was written.
+  Status WriteGroup(const std::vector<WriteItem>& group);
+
+  RingUsage Usage() const;
+  const std::string& path() const { return path_; }
+
+  // How max_bytes is shared: the WAL's budget (checkpointed at half of it and
+  // truncated to it) and the database's page cap. The writer's connection runs
+  // with LimitPragmas(); the store benchmark's raw-SQLite ceiling uses the same.
+  struct Limits {
+    uint64_t wal_bytes = 0;
+    uint64_t cap_pages = 0;
+    uint64_t checkpoint_pages = 0;
+  };
+  static Limits LimitsFor(uint64_t max_bytes, uint64_t page_size);
+  static std::string LimitPragmas(const Limits& limits);
 
  private:
   struct DeviceEntry {
     int64_t id = 0;
     int64_t next_seq = 1;
     std::unordered_map<std::string, int64_t> tag_ids;
+    // The tags of the last poll in their order: a device's polls list their
+    // tags in the same order, so the i-th reading's tag is usually found here
+    // by one string compare instead of a hash lookup.
+    std::vector<std::pair<std::string, int64_t>> poll_order;
   };
 
-  explicit RingStore(Db db) : db_(std::move(db)) {}
+  RingStore(Db db, const StoreOptions& options, SequenceReservations reservations,
+            const Clock& clock);
   Status Prepare();
-  Result<DeviceEntry*> Device(const std::string& name);
+  Status LoadCounts();
+  Result<DeviceEntry*> Device(const std::string& name, int64_t first_seq);
   Result<int64_t> TagId(DeviceEntry& d, const std::string& tag);
-  Status Append(const ReadingBatch& batch);
+
+  // Transactions: Commit() first makes the sequence marks cover every number
+  // handed out; Rollback() also drops the caches.
+  Status Begin();
+  Status Commit();
+  void Rollback();
+  Status ApplyInTransaction(const std::vector<WriteItem>& group);
+  Status Apply(const std::vector<WriteItem>& group);
+  Status Insert(const SequencedBatch& batch);
+  Status InsertEvent(const NewEvent& event);
   Status MarkDelivered(const DeliveryAck& ack);
 
+  // Eviction: when `need_bytes` more would pass the high-water mark (or when
+  // forced), deletes delivered rows, then the oldest undelivered readings, in
+  // one transaction, down to the low-water mark.
+  Status MakeRoom(uint64_t need_bytes, bool force);
+  Status EvictUndelivered(int64_t n);
+  void ShrinkFile();
+  void AfterCommit();
+  uint64_t RowBytes() const;
+  bool AtCap() const;  // the database has grown to its page cap
+  uint64_t UsedPages() const;
+  uint64_t FileBytes(const std::string& path) const;
+
   Db db_;
+  const StoreOptions options_;
+  const std::string path_;
+  SequenceReservations reservations_;
+  const Clock& clock_;
+  uint64_t page_size_ = 4096;
+  uint64_t cap_pages_ = 0;   // the database's page cap
+  uint64_t wal_limit_ = 0;   // the WAL's share of max_bytes
+  int64_t readings_ = 0;     // rows, kept in step with inserts and deletes
+  int64_t events_ = 0;
+  int64_t next_event_seq_ = 1;
+  uint64_t evicted_undelivered_ = 0;
+
   Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_reading_,
-      mark_delivered_;
-  // A cache of the committed state; dropped after a failed transaction.
+      insert_readings_, mark_delivered_, insert_event_, mark_event_, set_next_event_, add_lost_, page_count_,
+      freelist_count_, delete_delivered_, delete_delivered_events_, oldest_undelivered_,
+      delete_oldest_;
+  // A cache of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
 };
 

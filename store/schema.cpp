@@ -37,6 +37,28 @@ CREATE TABLE readings (
 CREATE UNIQUE INDEX readings_by_device_seq ON readings (device_id, seq);
 CREATE INDEX readings_undelivered ON readings (device_id, seq) WHERE delivered = 0;
 )sql",
+    // 1 -> 2: events for the cloud (alarms, counters, losses), per-device loss
+    // counters, bookkeeping; the full (device, seq) index goes: the partial
+    // index of undelivered rows serves every query, and one index less makes
+    // inserts cheaper.
+    R"sql(
+DROP INDEX readings_by_device_seq;
+ALTER TABLE devices ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;  -- undelivered readings lost to the bound
+CREATE TABLE events (
+  seq       INTEGER PRIMARY KEY,        -- gateway-wide, never reused; also the insertion order
+  kind      TEXT NOT NULL,
+  device    TEXT,                       -- NULL for events of the gateway itself
+  ts        INTEGER NOT NULL,           -- Unix ms UTC
+  body      TEXT NOT NULL,              -- JSON object with the kind's fields
+  delivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX events_undelivered ON events (seq) WHERE delivered = 0;
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('next_event_seq', 1);
+)sql",
 };
 
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");

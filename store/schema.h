@@ -13,7 +13,7 @@
 
 namespace tagrelay::store {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 Status Migrate(Db& db);
 

@@ -38,12 +38,12 @@ Db& Db::operator=(Db&& o) noexcept {
   return *this;
 }
 
-Result<Db> Db::Open(const std::string& path, bool create, bool read_only) {
+Result<Db> Db::Open(const std::string& path, bool create, bool read_only, const std::string& vfs) {
   int flags = SQLITE_OPEN_NOMUTEX;
   flags |= read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
   if (create && !read_only) flags |= SQLITE_OPEN_CREATE;
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, vfs.empty() ? nullptr : vfs.c_str());
   Db db(raw);  // closes even on failure
   if (rc != SQLITE_OK) return SqliteStatus(rc, raw, "open " + path);
   sqlite3_extended_result_codes(raw, 1);
@@ -77,6 +77,8 @@ Result<std::string> Db::QueryText(std::string_view sql) {
 }
 
 int64_t Db::LastInsertId() const { return sqlite3_last_insert_rowid(db_); }
+
+int64_t Db::Changes() const { return sqlite3_changes64(db_); }
 
 Stmt::~Stmt() {
   if (stmt_ != nullptr) sqlite3_finalize(stmt_);
@@ -123,10 +125,7 @@ Status Stmt::Run() {
   return r.status();
 }
 
-void Stmt::Reset() {
-  sqlite3_reset(stmt_);
-  sqlite3_clear_bindings(stmt_);
-}
+void Stmt::Reset() { sqlite3_reset(stmt_); }
 
 int Stmt::ColumnType(int i) const { return sqlite3_column_type(stmt_, i); }
 int64_t Stmt::ColumnInt(int i) const { return sqlite3_column_int64(stmt_, i); }

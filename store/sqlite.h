@@ -30,8 +30,10 @@ class Db {
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
 
-  // Opens (and with `create`, creates) the database at `path`.
-  static Result<Db> Open(const std::string& path, bool create, bool read_only = false);
+  // Opens (and with `create`, creates) the database at `path`, through the VFS
+  // named `vfs` (empty: SQLite's default).
+  static Result<Db> Open(const std::string& path, bool create, bool read_only = false,
+                         const std::string& vfs = {});
 
   sqlite3* get() const { return db_; }
   bool is_open() const { return db_ != nullptr; }
@@ -43,6 +45,8 @@ class Db {
   Result<std::string> QueryText(std::string_view sql);
 
   int64_t LastInsertId() const;
+  // Rows changed by the last INSERT, UPDATE or DELETE.
+  int64_t Changes() const;
 
  private:
   explicit Db(sqlite3* db) : db_(db) {}
@@ -70,6 +74,8 @@ class Stmt {
   Result<bool> Step();
   // Steps to completion of a statement that returns no rows.
   Status Run();
+  // Makes the statement ready to run again. Bindings stay: callers bind every
+  // parameter before each run.
   void Reset();
 
   int ColumnType(int i) const;

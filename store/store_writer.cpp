@@ -3,34 +3,52 @@
 #include <algorithm>
 #include <string>
 
+#include "agent/core/json_writer.h"
 #include "agent/core/log.h"
 
 namespace tagrelay::store {
 namespace {
 
-constexpr std::chrono::milliseconds kRetryFirst{100};
-constexpr std::chrono::milliseconds kRetryCap{5000};
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+constexpr milliseconds kRetryFirst{100};
+constexpr milliseconds kRetryCap{5000};
+constexpr milliseconds kFailureLogEvery{60000};
 constexpr int kAttemptsWhenStopping = 3;
 
-size_t RowsOf(const StoreItem& item) {
-  if (const auto* b = std::get_if<ReadingBatch>(&item)) return b->readings.size();
+std::string LossBody(int64_t first, int64_t last, int64_t count, const char* reason) {
+  std::string body;
+  JsonWriter w(&body);
+  w.BeginObject();
+  w.Key("seq_first").Int(first);
+  w.Key("seq_last").Int(last);
+  if (count > 0) w.Key("count").Int(count);
+  w.Key("reason").String(reason);
+  w.EndObject();
+  return body;
+}
+
+size_t RowsOf(const WriteItem& item) {
+  if (const auto* b = std::get_if<SequencedBatch>(&item)) return b->readings.size();
   return 1;
 }
 
 }  // namespace
 
-StoreWriter::StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& options)
-    : store_(std::move(store)), options_(options), queue_(options.queue_capacity) {}
+StoreWriter::StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& options,
+                         const Clock& clock)
+    : store_(std::move(store)), options_(options), clock_(clock), queue_(options.queue_capacity) {
+  MutexLock lock(&usage_mu_);
+  usage_ = store_->Usage();
+}
 
 StoreWriter::~StoreWriter() { Stop(); }
 
-void StoreWriter::Start() {
-  thread_ = std::thread([this] { Run(); });
-}
+void StoreWriter::Start() { thread_ = std::thread([this] { Run(); }); }
 
 void StoreWriter::Stop() {
   queue_.Close();
-  retry_wait_.Request();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -39,72 +57,169 @@ bool StoreWriter::SubmitReadings(ReadingBatch&& batch, MonoTime deadline) {
   return queue_.PushUntil(std::move(item), deadline) == PushResult::kOk;
 }
 
-void StoreWriter::SubmitAck(DeliveryAck&& ack) {
-  StoreItem item(std::move(ack));
+void StoreWriter::Submit(StoreItem&& item) {
   if (queue_.Push(std::move(item)) != PushResult::kOk) {
-    // Only after Stop(): the rows stay undelivered and are sent again next time.
-    Log(LogLevel::kDebug, "store", "ack after stop ignored; the rows will be sent again");
+    // Only after Stop(): an ack is simply sent again next time, an event raised
+    // during shutdown is logged where it was raised.
+    Log(LogLevel::kDebug, "store", "item after stop ignored");
   }
 }
 
+void StoreWriter::SubmitAck(DeliveryAck&& ack) { Submit(StoreItem(std::move(ack))); }
+void StoreWriter::SubmitEvent(NewEvent&& event) { Submit(StoreItem(std::move(event))); }
+void StoreWriter::SubmitEventAck(EventAck&& ack) { Submit(StoreItem(std::move(ack))); }
+
+RingUsage StoreWriter::usage() const {
+  MutexLock lock(&usage_mu_);
+  return usage_;
+}
+
 void StoreWriter::Run() {
-  std::vector<StoreItem> group;
-  size_t rows = 0;
-  MonoTime group_deadline = MonoTime::max();
   for (;;) {
-    std::optional<StoreItem> item = queue_.PopUntil(group_deadline);
+    MonoTime deadline = MonoTime::max();
+    if (!pending_.empty()) deadline = counters_.failing ? retry_at_ : group_deadline_;
+    std::optional<StoreItem> item = queue_.PopUntil(deadline);
     const bool drained = !item && queue_.closed();
-    if (item) {
-      if (group.empty())
-        group_deadline = std::chrono::steady_clock::now() + options_.commit_interval;
-      rows += RowsOf(*item);
-      group.push_back(std::move(*item));
-    }
-    const bool due = rows >= options_.commit_rows ||
-                     std::chrono::steady_clock::now() >= group_deadline || drained;
-    if (!group.empty() && due) {
-      Flush(group, drained);
-      group.clear();
-      rows = 0;
-      group_deadline = MonoTime::max();
-    }
+    if (item) Accept(std::move(*item));
+    const MonoTime now = steady_clock::now();
+    const bool due = counters_.failing ? now >= retry_at_
+                                       : pending_rows_ >= options_.commit_rows || now >= group_deadline_;
+    if (!pending_.empty() && (due || drained)) TryCommit(drained);
     if (drained) return;
   }
 }
 
-void StoreWriter::Flush(std::vector<StoreItem>& group, bool stopping) {
-  auto backoff = kRetryFirst;
+void StoreWriter::Accept(StoreItem&& item) {
+  if (pending_.empty()) group_deadline_ = steady_clock::now() + options_.commit_interval;
+  if (auto* batch = std::get_if<ReadingBatch>(&item)) {
+    Sequence(std::move(*batch));
+  } else if (auto* ack = std::get_if<DeliveryAck>(&item)) {
+    pending_.emplace_back(std::move(*ack));
+    ++pending_rows_;
+  } else if (auto* event = std::get_if<NewEvent>(&item)) {
+    pending_.emplace_back(std::move(*event));
+    ++pending_rows_;
+  } else {
+    pending_.emplace_back(std::get<EventAck>(item));
+    ++pending_rows_;
+  }
+  while (counters_.pending_readings > options_.max_memory_readings) DropOldestReadings();
+}
+
+void StoreWriter::Sequence(ReadingBatch&& batch) {
+  if (batch.readings.empty()) return;
+  auto it = next_seq_.find(batch.device);
+  if (it == next_seq_.end()) {
+    const RingStore::DeviceStart start = store_->StartDevice(batch.device);
+    if (start.lost_below > 1) {
+      LogDevice(LogLevel::kError, "store", batch.device,
+                "the store once held this device but its database was lost; readings before seq " +
+                    std::to_string(start.lost_below) + " that did not reach the cloud are lost");
+      pending_.emplace_back(NewEvent{"readings_lost", batch.device, clock_.wall_ms(),
+                                     LossBody(1, start.lost_below - 1, 0, kLossStoreLost)});
+      ++pending_rows_;
+    }
+    it = next_seq_.emplace(batch.device, start.next_seq).first;
+  }
+  const int64_t first = it->second;
+  it->second += static_cast<int64_t>(batch.readings.size());
+  pending_rows_ += batch.readings.size();
+  counters_.pending_readings += batch.readings.size();
+  pending_.emplace_back(SequencedBatch{std::move(batch.device), first, std::move(batch.readings)});
+}
+
+void StoreWriter::DropOldestReadings() {
+  auto it = std::find_if(pending_.begin(), pending_.end(),
+                         [](const WriteItem& w) { return std::holds_alternative<SequencedBatch>(w); });
+  if (it == pending_.end()) return;
+  const SequencedBatch& b = std::get<SequencedBatch>(*it);
+  const auto n = static_cast<int64_t>(b.readings.size());
+  Loss& loss = memory_losses_[b.device];
+  if (loss.count == 0) loss.first = b.seq_first;
+  loss.last = b.seq_first + n - 1;
+  loss.count += n;
+  counters_.lost_in_memory += static_cast<uint64_t>(n);
+  counters_.pending_readings -= static_cast<uint64_t>(n);
+  pending_rows_ -= static_cast<size_t>(n);
+  pending_.erase(it);
+}
+
+void StoreWriter::TryCommit(bool stopping) {
+  // Readings dropped in memory are reported as soon as the store can take it;
+  // the events go first in the group and come out again if the commit fails
+  // (the losses may still grow before the next try).
+  const size_t loss_events = memory_losses_.size();
+  if (loss_events > 0) {
+    std::vector<WriteItem> events;
+    for (const auto& [device, loss] : memory_losses_) {
+      events.emplace_back(NewEvent{"readings_lost", device, clock_.wall_ms(),
+                                   LossBody(loss.first, loss.last, loss.count, kLossMemoryFull)});
+    }
+    pending_.insert(pending_.begin(), std::make_move_iterator(events.begin()),
+                    std::make_move_iterator(events.end()));
+  }
   for (int attempt = 1;; ++attempt) {
-    Status s = store_->WriteGroup(group);
+    Status s = store_->WriteGroup(pending_);
     if (s.ok()) break;
     ++counters_.failed_commits;
-    Log(LogLevel::kError, "store",
-        s.ToString() + " (attempt " + std::to_string(attempt) + "; the group is kept and retried)");
-    if ((stopping || retry_wait_.requested()) && attempt >= kAttemptsWhenStopping) {
-      size_t lost = 0;
-      for (const StoreItem& it : group) {
-        if (std::holds_alternative<ReadingBatch>(it)) lost += RowsOf(it);
-      }
-      counters_.lost_at_stop += lost;
+    const MonoTime now = steady_clock::now();
+    if (!counters_.failing) {
+      counters_.failing = true;
+      failing_since_ = now;
+      last_failure_log_ = now;
       Log(LogLevel::kError, "store",
-          "stopping with the store failing: " + std::to_string(lost) + " readings not saved");
+          s.ToString() + "; readings are kept in memory (up to " +
+              std::to_string(options_.max_memory_readings) + ") and the write is retried");
+    } else if (now - last_failure_log_ >= kFailureLogEvery) {
+      last_failure_log_ = now;
+      Log(LogLevel::kError, "store",
+          "still failing: " + s.ToString() + "; " + std::to_string(counters_.pending_readings.load()) +
+              " readings in memory, " + std::to_string(counters_.lost_in_memory.load()) + " dropped");
+    }
+    backoff_ = backoff_.count() == 0 ? kRetryFirst : std::min(backoff_ * 2, kRetryCap);
+    retry_at_ = now + backoff_;
+    if (!stopping || attempt >= kAttemptsWhenStopping) {
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(loss_events));
+      if (stopping) {
+        counters_.lost_at_stop += counters_.pending_readings.load();
+        Log(LogLevel::kError, "store",
+            "stopping with the store failing: " + std::to_string(counters_.pending_readings.load()) +
+                " readings not saved");
+      }
       return;
     }
-    retry_wait_.WaitFor(backoff);
-    backoff = std::min(backoff * 2, kRetryCap);
   }
-  size_t readings = 0, acks = 0;
-  for (const StoreItem& it : group) {
-    if (std::holds_alternative<ReadingBatch>(it)) {
-      readings += RowsOf(it);
-    } else {
-      ++acks;
-    }
+
+  size_t readings = 0, acks = 0, events = 0;
+  for (const WriteItem& w : pending_) {
+    if (std::holds_alternative<SequencedBatch>(w)) readings += RowsOf(w);
+    if (std::holds_alternative<DeliveryAck>(w) || std::holds_alternative<EventAck>(w)) ++acks;
+    if (std::holds_alternative<NewEvent>(w)) ++events;
   }
+  if (counters_.failing) {
+    Log(LogLevel::kInfo, "store",
+        "writing again after " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(steady_clock::now() -
+                                                                            failing_since_)
+                               .count()) +
+            " s; " + std::to_string(counters_.lost_in_memory.load()) +
+            " readings were dropped in memory meanwhile");
+  }
+  counters_.failing = false;
+  backoff_ = milliseconds(0);
+  memory_losses_.clear();
+  pending_.clear();
+  pending_rows_ = 0;
+  counters_.pending_readings = 0;
   counters_.rows_committed += readings;
   counters_.acks_committed += acks;
+  counters_.events_committed += events;
   ++counters_.commits;
-  if (readings > 0 && on_commit_) on_commit_();
+  {
+    MutexLock lock(&usage_mu_);
+    usage_ = store_->Usage();
+  }
+  if ((readings > 0 || events > 0) && on_commit_) on_commit_();
 }
 
 }  // namespace tagrelay::store

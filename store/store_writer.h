@@ -1,25 +1,35 @@
 // StoreWriter: the only thread that writes to the SQLite ring.
 //
-// Promise: readings and acks are applied in arrival order. Items are grouped
-// into one transaction until `commit_rows` rows or `commit_interval` after the
-// first item, whichever comes first (group commit). A group that fails to
-// commit (disk full, I/O error) is kept and retried with backoff; meanwhile new
-// items wait in the bounded queue, so memory stays bounded and producers see a
-// full queue. After each successful commit the commit listener is called.
-// Stop() commits everything that was queued before it returns.
+// Promise:
+// - Items are applied in arrival order. Readings get their per-device sequence
+//   numbers when the writer takes them, so any later loss is a visible,
+//   reported range of numbers.
+// - Group commit: items are committed together once `commit_rows` rows are
+//   waiting or `commit_interval` after the first of them, whichever is first.
+// - When a commit fails (disk full, I/O error), the writer keeps taking items
+//   into memory, retries with backoff (100 ms doubling to 5 s) and recovers by
+//   itself when the disk does. Memory stays bounded: past max_memory_readings
+//   the oldest readings are dropped, counted, and reported in a readings_lost
+//   event (reason memory_full) once the store works again.
+// - Producers never block on the disk, only on a full queue.
+// - Stop() commits what was queued before it returns (three attempts if the
+//   disk is failing; what still fails is counted as lost_at_stop).
 //
-// Threads: SubmitReadings/SubmitAck/counters are safe from any thread. The
-// commit listener runs on the writer thread and must not block.
+// Threads: the Submit* methods, usage() and counters() are safe from any
+// thread. The commit listener runs on the writer thread and must not block.
 #pragma once
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/core/bounded_queue.h"
 #include "agent/core/clock.h"
+#include "agent/core/mutex.h"
 #include "agent/core/stop_signal.h"
 #include "store/ring_store.h"
 #include "store/types.h"
@@ -29,19 +39,24 @@ namespace tagrelay::store {
 struct WriterCounters {
   std::atomic<uint64_t> rows_committed{0};
   std::atomic<uint64_t> acks_committed{0};
+  std::atomic<uint64_t> events_committed{0};
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> failed_commits{0};
-  std::atomic<uint64_t> lost_at_stop{0};  // rows given up when stopping with a failing disk
+  std::atomic<uint64_t> lost_in_memory{0};  // readings dropped while the disk failed
+  std::atomic<uint64_t> lost_at_stop{0};    // readings not saved at stop (disk failing)
+  std::atomic<bool> failing{false};         // the last commit failed
+  std::atomic<uint64_t> pending_readings{0};  // taken, not yet committed
 };
 
 class StoreWriter {
  public:
-  StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& options);
+  StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& options,
+              const Clock& clock = RealClock());
   ~StoreWriter();
   StoreWriter(const StoreWriter&) = delete;
   StoreWriter& operator=(const StoreWriter&) = delete;
 
-  // Called after every commit that wrote readings. Set before Start().
+  // Called after every commit that wrote readings or events. Set before Start().
   void SetCommitListener(std::function<void()> listener) { on_commit_ = std::move(listener); }
 
   void Start();
@@ -50,22 +65,50 @@ class StoreWriter {
 
   // Queues a batch, waiting up to `deadline` for room; false if it stayed full.
   bool SubmitReadings(ReadingBatch&& batch, MonoTime deadline);
-  // Queues an ack; waits for room as long as it takes (acks are small and few).
+  // These wait for room as long as it takes (they are small and few).
   void SubmitAck(DeliveryAck&& ack);
+  void SubmitEvent(NewEvent&& event);
+  void SubmitEventAck(EventAck&& ack);
 
   const WriterCounters& counters() const { return counters_; }
   size_t queued() const { return queue_.size(); }
+  // The ring's usage after the last commit.
+  RingUsage usage() const;
 
  private:
+  struct Loss {
+    int64_t first = 0;
+    int64_t last = 0;
+    int64_t count = 0;
+  };
+
   void Run();
-  void Flush(std::vector<StoreItem>& group, bool stopping);
+  void Submit(StoreItem&& item);
+  void Accept(StoreItem&& item);
+  void Sequence(ReadingBatch&& batch);
+  void DropOldestReadings();
+  void TryCommit(bool stopping);
 
   std::unique_ptr<RingStore> store_;
   const StoreOptions options_;
+  const Clock& clock_;
   BoundedQueue<StoreItem> queue_;
   std::function<void()> on_commit_;
   WriterCounters counters_;
-  StopSignal retry_wait_;  // interrupts a retry backoff when stopping
+
+  // Writer thread only.
+  std::vector<WriteItem> pending_;
+  size_t pending_rows_ = 0;
+  MonoTime group_deadline_ = MonoTime::max();
+  std::unordered_map<std::string, int64_t> next_seq_;
+  std::map<std::string, Loss> memory_losses_;  // dropped in memory, to report
+  MonoTime retry_at_{};
+  std::chrono::milliseconds backoff_{0};
+  MonoTime failing_since_{};
+  MonoTime last_failure_log_{};
+
+  mutable Mutex usage_mu_;
+  RingUsage usage_ TR_GUARDED_BY(usage_mu_);
   std::thread thread_;
 };
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "agent/core/reading.h"
 
@@ -16,12 +17,18 @@ enum class SyncMode { kNormal, kFull };
 
 struct StoreOptions {
   std::string path;                   // the database file
-  uint64_t max_bytes = 256ull << 20;  // the ring's bound on disk
+  uint64_t max_bytes = 256ull << 20;  // bound on the database plus its WAL
   SyncMode sync = SyncMode::kNormal;  // kFull: every commit survives power loss
   size_t commit_rows = 1000;          // group commit after this many rows ...
-  std::chrono::milliseconds commit_interval{
-      200};                      // ... or this long after the first, whichever first
-  size_t queue_capacity = 1024;  // batches waiting for the writer
+  std::chrono::milliseconds commit_interval{200};  // ... or this long after the first
+  size_t queue_capacity = 1024;                    // batches waiting for the writer
+  // Readings the writer holds in memory while the disk cannot take them (disk
+  // full, I/O errors). Past this, the oldest are dropped and reported as lost.
+  size_t max_memory_readings = 50000;
+  std::string vfs;  // SQLite VFS to open the database with; empty: the default
+  // Sequence numbers are reserved in blocks of this size in a file next to the
+  // database (see SequenceReservations).
+  int64_t sequence_block = 100000;
 };
 
 // "The broker acknowledged readings seq_first..seq_last of `device`."
@@ -31,10 +38,36 @@ struct DeliveryAck {
   int64_t seq_last = 0;
 };
 
-// What the writer thread consumes, in arrival order.
-using StoreItem = std::variant<ReadingBatch, DeliveryAck>;
+// An event for the cloud that the store keeps until it is delivered: alarms,
+// counter snapshots, reports of lost readings. `body` is a JSON object with the
+// kind's fields; the store gives each event a gateway-wide sequence number.
+struct NewEvent {
+  std::string kind;    // "readings_lost", "store_reset", ...
+  std::string device;  // empty for an event of the gateway itself
+  int64_t ts_ms = 0;
+  std::string body;
+};
 
-// A reading as stored, with the sequence number the store gave it.
+// "The broker acknowledged event seq."
+struct EventAck {
+  int64_t seq = 0;
+};
+
+// What producers hand to the store writer, in arrival order.
+using StoreItem = std::variant<ReadingBatch, DeliveryAck, NewEvent, EventAck>;
+
+// A poll's readings with the sequence numbers the writer gave them: reading i
+// has seq_first + i.
+struct SequencedBatch {
+  std::string device;
+  int64_t seq_first = 0;
+  std::vector<Reading> readings;
+};
+
+// What the writer hands to the ring in one transaction.
+using WriteItem = std::variant<SequencedBatch, DeliveryAck, NewEvent, EventAck>;
+
+// A reading as stored, with its sequence number.
 struct StoredReading {
   int64_t seq = 0;
   std::string tag;
@@ -43,5 +76,18 @@ struct StoredReading {
   Quality quality = Quality::kGood;
   std::string error;
 };
+
+struct StoredEvent {
+  int64_t seq = 0;
+  std::string kind;
+  std::string device;
+  int64_t ts_ms = 0;
+  std::string body;
+};
+
+// Why readings were lost, as reported in readings_lost events.
+inline constexpr const char* kLossRingFull = "ring_full";      // evicted to keep max_bytes
+inline constexpr const char* kLossMemoryFull = "memory_full";  // dropped while the disk failed
+inline constexpr const char* kLossStoreLost = "store_lost";    // the database was lost or corrupt
 
 }  // namespace tagrelay::store

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "fakes/sequencing.h"
+#include "fakes/sqlite_peek.h"
 #include "fakes/temp_dir.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
@@ -22,17 +24,8 @@ ReadingBatch Batch(const std::string& device, int n, int64_t ts = 1000) {
   return b;
 }
 
-// Runs one SQL statement on a separate connection, as an operator or a test would.
-void Sql(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string msg = err != nullptr ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << msg;
-}
+using testing::Sql;
+using testing::SqlInt;
 
 class StoreTest : public ::testing::Test {
  protected:
@@ -74,10 +67,10 @@ class StoreTest : public ::testing::Test {
 
 TEST_F(StoreTest, SequenceNumbersArePerDeviceAndUnbroken) {
   auto store = OpenStore();
-  ASSERT_TRUE(store->WriteGroup({Batch("a", 3), Batch("b", 2), Batch("a", 4)}).ok());
-  EXPECT_EQ(*store->NextSeq("a"), 8);
-  EXPECT_EQ(*store->NextSeq("b"), 3);
-  EXPECT_EQ(*store->NextSeq("never-seen"), 1);
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 3), Batch("b", 2), Batch("a", 4)}).ok());
+  EXPECT_EQ(store->StartDevice("a").next_seq, 8);
+  EXPECT_EQ(store->StartDevice("b").next_seq, 3);
+  EXPECT_EQ(store->StartDevice("never-seen").next_seq, 1);
 
   OutboxReader reader = OpenReader();
   std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
@@ -88,13 +81,13 @@ TEST_F(StoreTest, SequenceNumbersArePerDeviceAndUnbroken) {
 TEST_F(StoreTest, SequenceNumbersContinueAfterReopen) {
   {
     auto store = OpenStore();
-    ASSERT_TRUE(store->WriteGroup({Batch("a", 5)}).ok());
+    ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 5)}).ok());
   }
   // Deleting rows (as eviction will) must not make numbers reusable.
   Sql(Options().path, "DELETE FROM readings");
   auto store = OpenStore();
-  EXPECT_EQ(*store->NextSeq("a"), 6);
-  ASSERT_TRUE(store->WriteGroup({Batch("a", 1)}).ok());
+  EXPECT_EQ(store->StartDevice("a").next_seq, 6);
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 1)}).ok());
   OutboxReader reader = OpenReader();
   std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
   ASSERT_EQ(rows.size(), 1u);
@@ -103,17 +96,17 @@ TEST_F(StoreTest, SequenceNumbersContinueAfterReopen) {
 
 TEST_F(StoreTest, AFailedGroupWritesNothingAndLeavesNoGap) {
   auto store = OpenStore();
-  ASSERT_TRUE(store->WriteGroup({Batch("a", 2)}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 2)}).ok());
   // A trigger makes any reading with ts = -1 fail, in the middle of a group.
   Sql(Options().path,
       "CREATE TRIGGER fail_on_bad_ts BEFORE INSERT ON readings WHEN NEW.ts = -1 "
       "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
-  Status s = store->WriteGroup({Batch("a", 3), Batch("new-device", 1), Batch("a", 1, -1)});
+  Status s = Sequencer(*store).Write({Batch("a", 3), Batch("new-device", 1), Batch("a", 1, -1)});
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("injected failure"), std::string::npos) << s.ToString();
 
-  EXPECT_EQ(*store->NextSeq("a"), 3) << "the failed group handed out no numbers";
-  ASSERT_TRUE(store->WriteGroup({Batch("a", 1), Batch("new-device", 1)}).ok());
+  EXPECT_EQ(store->StartDevice("a").next_seq, 3) << "the failed group handed out no numbers";
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 1), Batch("new-device", 1)}).ok());
   OutboxReader reader = OpenReader();
   std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
   ASSERT_EQ(rows.size(), 3u);
@@ -123,8 +116,8 @@ TEST_F(StoreTest, AFailedGroupWritesNothingAndLeavesNoGap) {
 
 TEST_F(StoreTest, AcksMarkOnlyTheirRangeOfTheirDevice) {
   auto store = OpenStore();
-  ASSERT_TRUE(store->WriteGroup({Batch("a", 10), Batch("b", 10)}).ok());
-  ASSERT_TRUE(store->WriteGroup({DeliveryAck{"a", 3, 5}}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 10), Batch("b", 10)}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({DeliveryAck{"a", 3, 5}}).ok());
   OutboxReader reader = OpenReader();
   std::vector<int64_t> seqs;
   for (const StoredReading& r : Fetch(reader, Backlog(reader, "a").id)) seqs.push_back(r.seq);
@@ -134,16 +127,16 @@ TEST_F(StoreTest, AcksMarkOnlyTheirRangeOfTheirDevice) {
   DeviceBacklog a = Backlog(reader, "a");
   EXPECT_EQ(a.first_undelivered, 1);
   EXPECT_EQ(a.last_seq, 10);
-  ASSERT_TRUE(store->WriteGroup({DeliveryAck{"a", 1, 2}}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({DeliveryAck{"a", 1, 2}}).ok());
   EXPECT_EQ(Backlog(reader, "a").first_undelivered, 6);
-  ASSERT_TRUE(store->WriteGroup({DeliveryAck{"a", 6, 10}}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({DeliveryAck{"a", 6, 10}}).ok());
   EXPECT_EQ(Backlog(reader, "a").first_undelivered, 0) << "0 means nothing undelivered";
   EXPECT_EQ(*reader.CountUndelivered(), 10);
 }
 
 TEST_F(StoreTest, FetchHonoursBoundsAndLimitInSequenceOrder) {
   auto store = OpenStore();
-  ASSERT_TRUE(store->WriteGroup({Batch("a", 20)}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 20)}).ok());
   OutboxReader reader = OpenReader();
   const int64_t id = Backlog(reader, "a").id;
   std::vector<StoredReading> rows = Fetch(reader, id, 5, 12, 4);
@@ -165,7 +158,7 @@ TEST_F(StoreTest, EveryValueTypeRoundTrips) {
   b.readings.push_back(Reading::Good("text", 5, std::string("h\xC3\xA9llo")));
   b.readings.push_back(Reading::Bad("bad", 6, "exception:2"));
   b.readings.push_back(Reading{"unc", 7, 1.5, Quality::kUncertain, "stale"});
-  ASSERT_TRUE(store->WriteGroup({b}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({b}).ok());
 
   OutboxReader reader = OpenReader();
   std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
@@ -192,26 +185,12 @@ TEST_F(StoreTest, ADatabaseFromANewerReleaseIsRefusedAndLeftAlone) {
   Result<std::unique_ptr<RingStore>> s = RingStore::Open(Options());
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("newer"), std::string::npos) << s.status().ToString();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(Options().path.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(st, 0), 99);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
+  EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), 99);
 }
 
 TEST_F(StoreTest, OpensInWalMode) {
   auto store = OpenStore();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(Options().path.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
-  sqlite3_finalize(st);
-  sqlite3_close(db);
+  EXPECT_EQ(testing::SqlText(Options().path, "PRAGMA journal_mode"), "wal");
 }
 
 TEST_F(StoreTest, WriterGroupsCommitsAndStopCommitsEverything) {
@@ -252,14 +231,7 @@ TEST_F(StoreTest, WriterQueueIsBoundedAndSaysSo) {
 
 TEST_F(StoreTest, MigrationIsRecordedInUserVersion) {
   { auto store = OpenStore(); }
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(Options().path.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(st, 0), kSchemaVersion);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
+  EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
 }
 
 }  // namespace

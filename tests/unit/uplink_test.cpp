@@ -9,6 +9,7 @@
 
 #include "agent/core/clock.h"
 #include "fakes/fake_mqtt_client.h"
+#include "fakes/sequencing.h"
 #include "fakes/temp_dir.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
@@ -56,7 +57,7 @@ class UplinkTest : public ::testing::Test {
         options_, std::move(client), std::move(reader).value(),
         [this](store::DeliveryAck&& a) {
           acks_.push_back(a);
-          ASSERT_TRUE(store_->WriteGroup({a}).ok());
+          ASSERT_TRUE(store::Sequencer(*store_).Write({a}).ok());
         },
         clock_);
   }
@@ -65,7 +66,7 @@ class UplinkTest : public ::testing::Test {
     ReadingBatch b{device, {}};
     for (int i = 0; i < n; ++i)
       b.readings.push_back(Reading::Good("t", clock_.wall_ms(), int64_t{i}));
-    ASSERT_TRUE(store_->WriteGroup({b}).ok());
+    ASSERT_TRUE(store::Sequencer(*store_).Write({b}).ok());
     if (uplink_) uplink_->NotifyNewData();
   }
 
@@ -171,7 +172,7 @@ TEST_F(UplinkTest, BatchesAreBoundedRunsOfConsecutiveSequenceNumbers) {
   // A hole in the undelivered rows splits a batch: 1..3 acked elsewhere, 4 not.
   mqtt_->AckAll();
   Store("e", 6);
-  ASSERT_TRUE(store_->WriteGroup({store::DeliveryAck{"e", 3, 4}}).ok());
+  ASSERT_TRUE(store::Sequencer(*store_).Write({store::DeliveryAck{"e", 3, 4}}).ok());
   Turn();
   clock_.Advance(milliseconds(1000));  // the linger of the live rows of "e"
   Turn();

@@ -1,0 +1,207 @@
+// Store throughput: the ring's group write (sequencing, tag lookup, inserts,
+// eviction at the bound) against a ceiling measured in the same run: raw
+// SQLite inserting the same rows into the same schema with the same settings,
+// deleting the oldest rows as it goes, with nothing else to do.
+//
+// Each group is one commit of 1000 readings (the default commit_rows), made of
+// whole device polls of `tags` readings, devices taken in turn from 100. The
+// argument is the tags per device: 100 is the nominal workload (100 devices x
+// 100 tags); 10 interleaves ten times more devices per commit, which costs the
+// per-device index more. Prints the ratios; the goal is at least 70% of the
+// ceiling and at least 300,000 readings/s with sync = normal.
+#include <benchmark/benchmark.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "store/ring_store.h"
+
+namespace tagrelay::store {
+namespace {
+
+constexpr int kDevices = 100;
+constexpr int kGroupRows = 1000;  // the default commit_rows; a multiple of kRowsPerInsert
+constexpr int kRowsPerInsert = 8;
+constexpr uint64_t kMaxBytes = 64ull << 20;
+
+std::string FreshDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "tagrelay-bench-XXXXXX").string();
+  return mkdtemp(pattern.data());
+}
+
+// Group number g: the next kGroupRows / tags device polls, devices in turn.
+std::vector<ReadingBatch> Group(int64_t g, int tags, int64_t ts) {
+  std::vector<ReadingBatch> out;
+  const int polls = kGroupRows / tags;
+  for (int p = 0; p < polls; ++p) {
+    const int d = static_cast<int>((g * polls + p) % kDevices);
+    ReadingBatch b{"device-" + std::to_string(d), {}};
+    for (int t = 0; t < tags; ++t) {
+      b.readings.push_back(Reading::Good("tag-" + std::to_string(t), ts, 230.0 + t + d * 0.01));
+    }
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+void BM_RingStoreWriteGroup(benchmark::State& state) {
+  const std::string dir = FreshDir();
+  StoreOptions o;
+  o.path = dir + "/tagrelay.db";
+  o.max_bytes = kMaxBytes;
+  auto ring = RingStore::Open(o);
+  if (!ring.ok()) {
+    state.SkipWithError(ring.status().ToString().c_str());
+    return;
+  }
+  const int tags = static_cast<int>(state.range(0));
+  std::map<std::string, int64_t> next;
+  int64_t ts = 1763800000000, g = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::vector<ReadingBatch> cycle = Group(g++, tags, ts += 100);
+    state.ResumeTiming();
+    std::vector<WriteItem> group;
+    group.reserve(cycle.size());
+    for (ReadingBatch& b : cycle) {  // what the writer thread does on arrival
+      auto it = next.find(b.device);
+      if (it == next.end()) it = next.emplace(b.device, (*ring)->StartDevice(b.device).next_seq).first;
+      const int64_t first = it->second;
+      it->second += static_cast<int64_t>(b.readings.size());
+      group.emplace_back(SequencedBatch{std::move(b.device), first, std::move(b.readings)});
+    }
+    Status s = (*ring)->WriteGroup(group);
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+  }
+  state.SetItemsProcessed(state.iterations() * kGroupRows);
+  state.counters["evicted"] = static_cast<double>((*ring)->Usage().evicted_undelivered);
+  ring->reset();
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_RingStoreWriteGroup)->Arg(100)->Arg(10)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+
+// The ceiling: the same rows into the same tables, by prepared multi-row INSERTs,
+// and a delete of the oldest rows once the table holds as many as the ring
+// keeps at its bound.
+void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
+  const std::string dir = FreshDir();
+  StoreOptions o;
+  o.path = dir + "/tagrelay.db";
+  o.max_bytes = kMaxBytes;
+  { auto ring = RingStore::Open(o); }  // the schema and the settings, then raw SQLite only
+  sqlite3* db = nullptr;
+  sqlite3_open(o.path.c_str(), &db);
+  const std::string pragmas = "PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL; " +
+                              RingStore::LimitPragmas(RingStore::LimitsFor(kMaxBytes, 4096));
+  sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, nullptr);
+  const int tags = static_cast<int>(state.range(0));
+  sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+  for (int d = 0; d < kDevices; ++d) {
+    const std::string sql = "INSERT INTO devices (id, name, next_seq) VALUES (" + std::to_string(d + 1) +
+                            ", 'device-" + std::to_string(d) + "', 1)";
+    sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
+    for (int t = 0; t < tags; ++t) {
+      const std::string tag = "INSERT INTO tags (id, device_id, name) VALUES (" +
+                              std::to_string(d * tags + t + 1) + ", " + std::to_string(d + 1) +
+                              ", 'tag-" + std::to_string(t) + "')";
+      sqlite3_exec(db, tag.c_str(), nullptr, nullptr, nullptr);
+    }
+  }
+  sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  // Rows go in kRowsPerInsert at a time: the fastest plain way to insert them.
+  std::string sql = "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) VALUES ";
+  for (int r = 0; r < kRowsPerInsert; ++r) {
+    sql += std::string(r == 0 ? "" : ", ") + "(?" + std::to_string(5 * r + 1) + ", ?" +
+           std::to_string(5 * r + 2) + ", ?" + std::to_string(5 * r + 3) + ", ?" +
+           std::to_string(5 * r + 4) + ", 0, 4, ?" + std::to_string(5 * r + 5) + ", NULL)";
+  }
+  sqlite3_stmt* ins = nullptr;
+  sqlite3_prepare_v2(db, sql.c_str(), -1, &ins, nullptr);
+  sqlite3_stmt* del = nullptr;
+  sqlite3_prepare_v2(db, "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?1)",
+                     -1, &del, nullptr);
+  const int64_t keep = static_cast<int64_t>(kMaxBytes * 0.8 / 64);  // about what the ring keeps
+  std::vector<int64_t> next_seq(kDevices, 1);
+  int64_t rows = 0, g = 0, ts = 1763800000000;
+  const int polls = kGroupRows / tags;
+  for (auto _ : state) {
+    sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    ts += 100;
+    int in_statement = 0;
+    for (int p = 0; p < polls; ++p) {
+      const int d = static_cast<int>((g * polls + p) % kDevices);
+      for (int t = 0; t < tags; ++t) {
+        const int base = 5 * in_statement;
+        sqlite3_bind_int64(ins, base + 1, d + 1);
+        sqlite3_bind_int64(ins, base + 2, next_seq[d]++);
+        sqlite3_bind_int64(ins, base + 3, d * tags + t + 1);
+        sqlite3_bind_int64(ins, base + 4, ts);
+        sqlite3_bind_double(ins, base + 5, 230.0 + t + d * 0.01);
+        if (++in_statement == kRowsPerInsert) {
+          sqlite3_step(ins);
+          sqlite3_reset(ins);
+          in_statement = 0;
+        }
+      }
+    }
+    ++g;
+    rows += kGroupRows;
+    if (rows > keep) {
+      sqlite3_bind_int64(del, 1, rows - keep);
+      sqlite3_step(del);
+      sqlite3_reset(del);
+      rows = keep;
+    }
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  }
+  state.SetItemsProcessed(state.iterations() * kGroupRows);
+  sqlite3_finalize(ins);
+  sqlite3_finalize(del);
+  sqlite3_close(db);
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_RawSqliteInsertDeleteOldest)->Arg(100)->Arg(10)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+
+// Keeps the items/s of every run and prints the ratio at the end.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      auto it = r.counters.find("items_per_second");
+      if (it != r.counters.end()) rate_[r.run_name.function_name + "/" + r.run_name.args] = it->second.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    std::printf("\n");
+    for (const char* tags : {"100", "10"}) {
+      const double ring = rate_[std::string("BM_RingStoreWriteGroup/") + tags];
+      const double raw = rate_[std::string("BM_RawSqliteInsertDeleteOldest/") + tags];
+      if (ring > 0 && raw > 0) {
+        std::printf("%s tags per device: ring store %.0f readings/s, raw SQLite ceiling %.0f "
+                    "readings/s, ratio %.0f%% (goal: >= 70%% and >= 300000 readings/s)\n",
+                    tags, ring, raw, 100.0 * ring / raw);
+      }
+    }
+  }
+
+ private:
+  std::map<std::string, double> rate_;
+};
+
+}  // namespace
+}  // namespace tagrelay::store
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  tagrelay::store::RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,265 @@
+// The ring's bound, eviction, crash safety and recovery from bad files, on
+// real SQLite in a temp dir.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "fakes/sequencing.h"
+#include "fakes/sqlite_peek.h"
+#include "fakes/temp_dir.h"
+#include "store/outbox_reader.h"
+#include "store/ring_store.h"
+#include "store/schema.h"
+
+namespace tagrelay::store {
+namespace {
+
+using testing::Sql;
+using testing::SqlInt;
+using testing::SqlText;
+
+const std::string kData = TAGRELAY_TEST_DATA_DIR;
+
+ReadingBatch Batch(const std::string& device, int n) {
+  ReadingBatch b{device, {}};
+  for (int i = 0; i < n; ++i) {
+    b.readings.push_back(Reading::Good("tag-" + std::to_string(i % 10), 1763800000000 + i, 230.0 + i));
+  }
+  return b;
+}
+
+uint64_t FileSize(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+std::vector<std::string> CorruptCopies(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("corrupt-") && name.ends_with(".db")) out.push_back(name);
+  }
+  return out;
+}
+
+class RingTest : public ::testing::Test {
+ protected:
+  StoreOptions Options() {
+    StoreOptions o;
+    o.path = dir_.File("tagrelay.db");
+    o.sequence_block = 1000;
+    return o;
+  }
+  std::unique_ptr<RingStore> Open(StoreOptions o, OpenReport* report = nullptr) {
+    auto s = RingStore::Open(o, report);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  std::unique_ptr<RingStore> Open() { return Open(Options()); }
+  std::set<int64_t> StoredSeqs(const std::string& device) {
+    std::set<int64_t> out;
+    auto reader = OutboxReader::Open(Options().path);
+    EXPECT_TRUE(reader.ok());
+    auto devices = reader->Devices();
+    for (const DeviceBacklog& d : *devices) {
+      if (d.name != device) continue;
+      std::vector<StoredReading> rows;
+      EXPECT_TRUE(reader->FetchUndelivered(d.id, 1, INT64_MAX, 10'000'000, rows).ok());
+      for (const auto& r : rows) out.insert(r.seq);
+    }
+    return out;
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(RingTest, AnOldSchemaIsMigratedWithItsDataIntact) {
+  std::filesystem::copy_file(kData + "/schema-v1.db", Options().path);
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM readings"), 7);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM readings WHERE delivered = 0"), 5);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM events"), 0);
+  EXPECT_EQ(store->StartDevice("meter-3").next_seq, 6);
+  EXPECT_EQ(store->StartDevice("vfd-1").next_seq, 3);
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("meter-3", 2)}).ok());
+  EXPECT_EQ(StoredSeqs("meter-3"), (std::set<int64_t>{3, 4, 5, 6, 7}));
+}
+
+TEST_F(RingTest, ADatabaseThatFailsToOpenIsMovedAsideAndAFreshOneStarts) {
+  for (const char* fixture : {"truncated.db", "not-a-database.db", "corrupt-page.db"}) {
+    SCOPED_TRACE(fixture);
+    TempDir dir;
+    StoreOptions o = Options();
+    o.path = dir.File("tagrelay.db");
+    std::filesystem::copy_file(kData + "/" + fixture, o.path);
+    const uint64_t original_size = FileSize(o.path);
+    OpenReport report;
+    auto store = RingStore::Open(o, &report);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    EXPECT_TRUE(report.created);
+    EXPECT_FALSE(report.corruption.empty());
+    ASSERT_FALSE(report.quarantined.empty());
+    EXPECT_EQ(FileSize(report.quarantined), original_size) << "moved aside as it was, for analysis";
+    EXPECT_EQ(CorruptCopies(dir.path()).size(), 1u);
+    Sequencer seq(**store);
+    ASSERT_TRUE(seq.Write({Batch("d", 3)}).ok()) << "the fresh store works";
+    EXPECT_EQ(SqlText(o.path, "PRAGMA quick_check"), "ok");
+  }
+}
+
+TEST_F(RingTest, OnlyTheNewestCorruptCopiesAreKept) {
+  for (int i = 0; i < 5; ++i) {
+    std::filesystem::remove(Options().path);
+    std::filesystem::remove(Options().path + "-wal");
+    std::filesystem::copy_file(kData + "/not-a-database.db", Options().path);
+    OpenReport report;
+    ASSERT_NE(Open(Options(), &report), nullptr);
+    EXPECT_FALSE(report.quarantined.empty());
+  }
+  EXPECT_EQ(CorruptCopies(dir_.path()).size(), 3u) << "repeated corruption cannot fill the disk";
+}
+
+TEST_F(RingTest, AGarbageWalIsIgnoredAndCommittedDataSurvives) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(Sequencer(*store).Write({Batch("d", 10)}).ok());
+  }
+  std::ofstream(Options().path + "-wal", std::ios::binary) << std::string(8192, '\x5a');
+  OpenReport report;
+  auto store = Open(Options(), &report);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(report.quarantined.empty());
+  EXPECT_EQ(StoredSeqs("d").size(), 10u);
+}
+
+TEST_F(RingTest, ANewerDatabaseIsRefusedNotQuarantined) {
+  { auto store = Open(); }
+  Sql(Options().path, "PRAGMA user_version = 99");
+  OpenReport report;
+  auto store = RingStore::Open(Options(), &report);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(report.quarantined.empty());
+  EXPECT_TRUE(CorruptCopies(dir_.path()).empty());
+}
+
+TEST_F(RingTest, SequenceNumbersAreNotReusedWhenTheDatabaseIsLost) {
+  {
+    auto store = Open();
+    Sequencer seq(*store);
+    ASSERT_TRUE(seq.Write({Batch("d", 5)}).ok());
+    ASSERT_TRUE(seq.Write({NewEvent{"test", "d", 1, "{}"}}).ok());
+  }
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(Options().path + suffix);
+
+  auto store = Open();
+  const RingStore::DeviceStart start = store->StartDevice("d");
+  EXPECT_GT(start.next_seq, 5) << "numbering continues above what the lost database used";
+  EXPECT_EQ(start.lost_below, start.next_seq);
+  EXPECT_EQ(store->StartDevice("other").next_seq, 1) << "a device never seen starts at 1";
+  ASSERT_TRUE(Sequencer(*store).Write({NewEvent{"test", "", 2, "{}"}}).ok());
+  EXPECT_GT(SqlInt(Options().path, "SELECT max(seq) FROM events"), 1) << "event numbers too";
+}
+
+TEST_F(RingTest, AMalformedMarksFileIsRebuiltFromTheDatabase) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(Sequencer(*store).Write({Batch("d", 5)}).ok());
+  }
+  std::ofstream(dir_.File("sequence.marks")) << "garbage\n";
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->StartDevice("d").next_seq, 6) << "the database is authoritative while it exists";
+  }
+  std::string text;
+  std::getline(std::ifstream(dir_.File("sequence.marks")), text);
+  EXPECT_EQ(text, "tagrelay-sequence-marks 1") << "rewritten";
+}
+
+TEST_F(RingTest, TheDatabaseAndWalStayWithinMaxBytesAndEveryLossIsReported) {
+  StoreOptions o = Options();
+  o.max_bytes = 1 << 20;
+  auto store = Open(o);
+  Sequencer seq(*store);
+  uint64_t biggest = 0;
+  for (int i = 0; i < 120; ++i) {
+    ASSERT_TRUE(seq.Write({Batch("a", 400), Batch("b", 100)}).ok()) << "group " << i;
+    biggest = std::max(biggest, FileSize(o.path) + FileSize(o.path + "-wal"));
+  }
+  EXPECT_LE(biggest, o.max_bytes);
+  RingUsage u = store->Usage();
+  EXPECT_LE(u.db_bytes + u.wal_bytes, o.max_bytes);
+  EXPECT_GT(u.evicted_undelivered, 0u);
+
+  // What is gone is exactly what the readings_lost events say, per device.
+  for (const auto& [device, written] : std::map<std::string, int64_t>{{"a", 48000}, {"b", 12000}}) {
+    SCOPED_TRACE(device);
+    const std::set<int64_t> kept = StoredSeqs(device);
+    ASSERT_FALSE(kept.empty());
+    EXPECT_EQ(*kept.rbegin(), written) << "the newest readings are kept";
+    EXPECT_EQ(static_cast<int64_t>(kept.size()), *kept.rbegin() - *kept.begin() + 1) << "the oldest go first";
+    const int64_t lost = *kept.begin() - 1;
+    EXPECT_EQ(SqlInt(o.path, "SELECT lost FROM devices WHERE name = '" + device + "'"), lost);
+    EXPECT_EQ(SqlInt(o.path, "SELECT sum(json_extract(body, '$.count')) FROM events WHERE kind = "
+                             "'readings_lost' AND device = '" + device + "'"),
+              lost);
+    EXPECT_EQ(SqlInt(o.path, "SELECT min(json_extract(body, '$.seq_first')) FROM events WHERE device = '" +
+                                 device + "'"),
+              1);
+    EXPECT_EQ(SqlInt(o.path, "SELECT max(json_extract(body, '$.seq_last')) FROM events WHERE device = '" +
+                                 device + "'"),
+              lost);
+  }
+  EXPECT_EQ(SqlText(o.path, "SELECT DISTINCT json_extract(body, '$.reason') FROM events"), "ring_full");
+  EXPECT_EQ(SqlText(o.path, "PRAGMA integrity_check"), "ok");
+}
+
+TEST_F(RingTest, DeliveredRowsGoBeforeAnyUndeliveredOne) {
+  StoreOptions o = Options();
+  o.max_bytes = 1 << 20;
+  auto store = Open(o);
+  Sequencer seq(*store);
+  int64_t written = 0;
+  // Fill to about 60% of the cap, all delivered.
+  while (store->Usage().used_bytes < o.max_bytes * 6 / 10) {
+    ASSERT_TRUE(seq.Write({Batch("d", 500)}).ok());
+    written += 500;
+    ASSERT_TRUE(seq.Write({DeliveryAck{"d", 1, written}}).ok());
+  }
+  // Then undelivered rows amounting to less than the cap.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(seq.Write({Batch("d", 500)}).ok());
+  EXPECT_EQ(store->Usage().evicted_undelivered, 0u);
+  EXPECT_EQ(SqlInt(o.path, "SELECT count(*) FROM events"), 0);
+  EXPECT_EQ(StoredSeqs("d").size(), 10000u) << "every undelivered reading is still there";
+  EXPECT_LT(SqlInt(o.path, "SELECT count(*) FROM readings WHERE delivered = 1"), written)
+      << "delivered rows made the room";
+}
+
+TEST_F(RingTest, ALowerMaxBytesShrinksTheFile) {
+  StoreOptions big = Options();
+  big.max_bytes = 8 << 20;
+  {
+    auto store = Open(big);
+    Sequencer seq(*store);
+    for (int i = 0; i < 150; ++i) ASSERT_TRUE(seq.Write({Batch("d", 500)}).ok());
+  }
+  ASSERT_GT(FileSize(big.path), 2u << 20);
+  StoreOptions small = Options();
+  small.max_bytes = 2 << 20;
+  auto store = Open(small);
+  ASSERT_TRUE(Sequencer(*store).Write({Batch("d", 10)}).ok());
+  EXPECT_LE(FileSize(small.path) + FileSize(small.path + "-wal"), small.max_bytes);
+  EXPECT_EQ(SqlText(small.path, "PRAGMA integrity_check"), "ok");
+}
+
+}  // namespace
+}  // namespace tagrelay::store
