@@ -70,7 +70,8 @@ void BM_RingStoreWriteGroup(benchmark::State& state) {
     group.reserve(cycle.size());
     for (ReadingBatch& b : cycle) {  // what the writer thread does on arrival
       auto it = next.find(b.device);
-      if (it == next.end()) it = next.emplace(b.device, (*ring)->StartDevice(b.device).next_seq).first;
+      if (it == next.end())
+        it = next.emplace(b.device, (*ring)->StartDevice(b.device).next_seq).first;
       const int64_t first = it->second;
       it->second += static_cast<int64_t>(b.readings.size());
       group.emplace_back(SequencedBatch{std::move(b.device), first, std::move(b.readings)});
@@ -102,8 +103,8 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
   const int tags = static_cast<int>(state.range(0));
   sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
   for (int d = 0; d < kDevices; ++d) {
-    const std::string sql = "INSERT INTO devices (id, name, next_seq) VALUES (" + std::to_string(d + 1) +
-                            ", 'device-" + std::to_string(d) + "', 1)";
+    const std::string sql = "INSERT INTO devices (id, name, next_seq) VALUES (" +
+                            std::to_string(d + 1) + ", 'device-" + std::to_string(d) + "', 1)";
     sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
     for (int t = 0; t < tags; ++t) {
       const std::string tag = "INSERT INTO tags (id, device_id, name) VALUES (" +
@@ -114,7 +115,8 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
   }
   sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
   // Rows go in kRowsPerInsert at a time: the fastest plain way to insert them.
-  std::string sql = "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) VALUES ";
+  std::string sql =
+      "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) VALUES ";
   for (int r = 0; r < kRowsPerInsert; ++r) {
     sql += std::string(r == 0 ? "" : ", ") + "(?" + std::to_string(5 * r + 1) + ", ?" +
            std::to_string(5 * r + 2) + ", ?" + std::to_string(5 * r + 3) + ", ?" +
@@ -123,8 +125,9 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
   sqlite3_stmt* ins = nullptr;
   sqlite3_prepare_v2(db, sql.c_str(), -1, &ins, nullptr);
   sqlite3_stmt* del = nullptr;
-  sqlite3_prepare_v2(db, "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?1)",
-                     -1, &del, nullptr);
+  sqlite3_prepare_v2(
+      db, "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?1)", -1,
+      &del, nullptr);
   const int64_t keep = static_cast<int64_t>(kMaxBytes * 0.8 / 64);  // about what the ring keeps
   std::vector<int64_t> next_seq(kDevices, 1);
   int64_t rows = 0, g = 0, ts = 1763800000000;
@@ -165,7 +168,11 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
   sqlite3_close(db);
   std::filesystem::remove_all(dir);
 }
-BENCHMARK(BM_RawSqliteInsertDeleteOldest)->Arg(100)->Arg(10)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_RawSqliteInsertDeleteOldest)
+    ->Arg(100)
+    ->Arg(10)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
 
 // Keeps the items/s of every run and prints the ratio at the end.
 class RatioReporter : public benchmark::ConsoleReporter {
@@ -173,7 +180,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
       auto it = r.counters.find("items_per_second");
-      if (it != r.counters.end()) rate_[r.run_name.function_name + "/" + r.run_name.args] = it->second.value;
+      if (it != r.counters.end())
+        rate_[r.run_name.function_name + "/" + r.run_name.args] = it->second.value;
     }
     ConsoleReporter::ReportRuns(runs);
   }
@@ -184,9 +192,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const double ring = rate_[std::string("BM_RingStoreWriteGroup/") + tags];
       const double raw = rate_[std::string("BM_RawSqliteInsertDeleteOldest/") + tags];
       if (ring > 0 && raw > 0) {
-        std::printf("%s tags per device: ring store %.0f readings/s, raw SQLite ceiling %.0f "
-                    "readings/s, ratio %.0f%% (goal: >= 70%% and >= 300000 readings/s)\n",
-                    tags, ring, raw, 100.0 * ring / raw);
+        std::printf(
+            "%s tags per device: ring store %.0f readings/s, raw SQLite ceiling %.0f "
+            "readings/s, ratio %.0f%% (goal: >= 70%% and >= 300000 readings/s)\n",
+            tags, ring, raw, 100.0 * ring / raw);
       }
     }
   }

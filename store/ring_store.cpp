@@ -30,10 +30,12 @@ constexpr uint64_t kMinRowBytes = 32;
 constexpr size_t kRowsPerInsert = 8;
 
 std::string MultiRowInsert(size_t rows) {
-  std::string sql = "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) VALUES ";
+  std::string sql =
+      "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) VALUES ";
   for (size_t r = 0; r < rows; ++r) {
     sql += r == 0 ? "(" : ", (";
-    for (int c = 1; c <= 8; ++c) sql += "?" + std::to_string(8 * r + static_cast<size_t>(c)) + (c < 8 ? ", " : ")");
+    for (int c = 1; c <= 8; ++c)
+      sql += "?" + std::to_string(8 * r + static_cast<size_t>(c)) + (c < 8 ? ", " : ")");
   }
   return sql;
 }
@@ -83,12 +85,13 @@ bool Exists(const std::string& path) {
 Status Quarantine(const std::string& path, std::string* moved_to) {
   char stamp[32];
   const std::time_t now = std::time(nullptr);
-  std::tm tm {};
+  std::tm tm{};
   gmtime_r(&now, &tm);
   std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
   const std::string dir = DirOf(path);
   std::string target = dir + "/corrupt-" + stamp + ".db";
-  for (int i = 1; Exists(target); ++i) target = dir + "/corrupt-" + stamp + "-" + std::to_string(i) + ".db";
+  for (int i = 1; Exists(target); ++i)
+    target = dir + "/corrupt-" + stamp + "-" + std::to_string(i) + ".db";
   if (rename(path.c_str(), target.c_str()) != 0) {
     return Status::IOError("move corrupt database " + path + " aside: " + std::strerror(errno));
   }
@@ -169,7 +172,8 @@ Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, 
   if (!marks.ok()) {
     // The database's own counters are authoritative while it exists; the
     // marks are rebuilt from them below.
-    Log(LogLevel::kWarning, "store", marks.status().message() + "; rebuilding it from the database");
+    Log(LogLevel::kWarning, "store",
+        marks.status().message() + "; rebuilding it from the database");
     marks = SequenceReservations::Empty(MarksPath(options.path), options.sequence_block);
   }
   std::unique_ptr<RingStore> store(
@@ -190,9 +194,9 @@ Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, 
   if (rep.created) {
     // A new database continues event numbering above what a lost one used.
     store->next_event_seq_ = store->reservations_.Mark(kEventsKey);
-    TR_RETURN_IF_ERROR(store->db_.Exec("UPDATE meta SET value = " +
-                                       std::to_string(store->next_event_seq_) +
-                                       " WHERE key = 'next_event_seq'"));
+    TR_RETURN_IF_ERROR(
+        store->db_.Exec("UPDATE meta SET value = " + std::to_string(store->next_event_seq_) +
+                        " WHERE key = 'next_event_seq'"));
   }
   last[kEventsKey] = store->next_event_seq_ - 1;
   TR_RETURN_IF_ERROR(store->reservations_.Cover(last));
@@ -201,8 +205,11 @@ Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, 
 
 RingStore::RingStore(Db db, const StoreOptions& options, SequenceReservations reservations,
                      const Clock& clock)
-    : db_(std::move(db)), options_(options), path_(options.path),
-      reservations_(std::move(reservations)), clock_(clock) {}
+    : db_(std::move(db)),
+      options_(options),
+      path_(options.path),
+      reservations_(std::move(reservations)),
+      clock_(clock) {}
 
 Status RingStore::Prepare() {
   struct {
@@ -379,7 +386,8 @@ Status RingStore::Insert(const SequencedBatch& batch) {
     }
   };
   for (; i + kRowsPerInsert <= n; i += kRowsPerInsert) {
-    for (size_t k = 0; k < kRowsPerInsert; ++k) bind_row(insert_readings_, static_cast<int>(8 * k), i + k);
+    for (size_t k = 0; k < kRowsPerInsert; ++k)
+      bind_row(insert_readings_, static_cast<int>(8 * k), i + k);
     TR_RETURN_IF_ERROR(insert_readings_.Run());
   }
   for (; i < n; ++i) {
@@ -480,8 +488,8 @@ Status RingStore::WriteGroup(const std::vector<WriteItem>& group) {
     // SQLITE_FULL at the cap: the group outgrew the headroom under it. Make more
     // room once. Below the cap SQLITE_FULL means the disk itself is full, and
     // evicting would throw away readings for nothing: the caller retries later.
-    TR_RETURN_IF_ERROR(
-        MakeRoom(2 * need + cap_pages_ * page_size_ / 20, /*force=*/true).WithContext("store eviction"));
+    TR_RETURN_IF_ERROR(MakeRoom(2 * need + cap_pages_ * page_size_ / 20, /*force=*/true)
+                           .WithContext("store eviction"));
     s = ApplyInTransaction(group);
   }
   if (!s.ok()) return s.WithContext("store write");
@@ -562,7 +570,8 @@ Status RingStore::EvictUndelivered(int64_t n) {
     Result<bool> row = oldest_undelivered_.Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
-    losses.push_back(Loss{oldest_undelivered_.ColumnInt(0), std::string(oldest_undelivered_.ColumnText(1)),
+    losses.push_back(Loss{oldest_undelivered_.ColumnInt(0),
+                          std::string(oldest_undelivered_.ColumnText(1)),
                           oldest_undelivered_.ColumnInt(2), oldest_undelivered_.ColumnInt(3),
                           oldest_undelivered_.ColumnInt(4)});
   }
@@ -574,13 +583,13 @@ Status RingStore::EvictUndelivered(int64_t n) {
     add_lost_.BindInt(1, l.device_id);
     add_lost_.BindInt(2, l.count);
     TR_RETURN_IF_ERROR(add_lost_.Run());
-    TR_RETURN_IF_ERROR(InsertEvent(
-        NewEvent{"readings_lost", l.device, clock_.wall_ms(), LossBody(l.first, l.last, l.count, kLossRingFull)}));
+    TR_RETURN_IF_ERROR(InsertEvent(NewEvent{"readings_lost", l.device, clock_.wall_ms(),
+                                            LossBody(l.first, l.last, l.count, kLossRingFull)}));
     evicted_undelivered_ += static_cast<uint64_t>(l.count);
     LogDevice(LogLevel::kWarning, "store", l.device,
               "store full (max_bytes " + std::to_string(options_.max_bytes) + "): evicted " +
-                  std::to_string(l.count) + " undelivered readings, seq " + std::to_string(l.first) +
-                  ".." + std::to_string(l.last));
+                  std::to_string(l.count) + " undelivered readings, seq " +
+                  std::to_string(l.first) + ".." + std::to_string(l.last));
   }
   return Status::Ok();
 }

@@ -130,17 +130,17 @@ class RingStore {
   SequenceReservations reservations_;
   const Clock& clock_;
   uint64_t page_size_ = 4096;
-  uint64_t cap_pages_ = 0;   // the database's page cap
-  uint64_t wal_limit_ = 0;   // the WAL's share of max_bytes
-  int64_t readings_ = 0;     // rows, kept in step with inserts and deletes
+  uint64_t cap_pages_ = 0;  // the database's page cap
+  uint64_t wal_limit_ = 0;  // the WAL's share of max_bytes
+  int64_t readings_ = 0;    // rows, kept in step with inserts and deletes
   int64_t events_ = 0;
   int64_t next_event_seq_ = 1;
   uint64_t evicted_undelivered_ = 0;
 
   Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_reading_,
-      insert_readings_, mark_delivered_, insert_event_, mark_event_, set_next_event_, add_lost_, page_count_,
-      freelist_count_, delete_delivered_, delete_delivered_events_, oldest_undelivered_,
-      delete_oldest_;
+      insert_readings_, mark_delivered_, insert_event_, mark_event_, set_next_event_, add_lost_,
+      page_count_, freelist_count_, delete_delivered_, delete_delivered_events_,
+      oldest_undelivered_, delete_oldest_;
   // A cache of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
 };

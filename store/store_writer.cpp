@@ -45,7 +45,9 @@ StoreWriter::StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& o
 
 StoreWriter::~StoreWriter() { Stop(); }
 
-void StoreWriter::Start() { thread_ = std::thread([this] { Run(); }); }
+void StoreWriter::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void StoreWriter::Stop() {
   queue_.Close();
@@ -82,8 +84,9 @@ void StoreWriter::Run() {
     const bool drained = !item && queue_.closed();
     if (item) Accept(std::move(*item));
     const MonoTime now = steady_clock::now();
-    const bool due = counters_.failing ? now >= retry_at_
-                                       : pending_rows_ >= options_.commit_rows || now >= group_deadline_;
+    const bool due = counters_.failing
+                         ? now >= retry_at_
+                         : pending_rows_ >= options_.commit_rows || now >= group_deadline_;
     if (!pending_.empty() && (due || drained)) TryCommit(drained);
     if (drained) return;
   }
@@ -129,8 +132,9 @@ void StoreWriter::Sequence(ReadingBatch&& batch) {
 }
 
 void StoreWriter::DropOldestReadings() {
-  auto it = std::find_if(pending_.begin(), pending_.end(),
-                         [](const WriteItem& w) { return std::holds_alternative<SequencedBatch>(w); });
+  auto it = std::find_if(pending_.begin(), pending_.end(), [](const WriteItem& w) {
+    return std::holds_alternative<SequencedBatch>(w);
+  });
   if (it == pending_.end()) return;
   const SequencedBatch& b = std::get<SequencedBatch>(*it);
   const auto n = static_cast<int64_t>(b.readings.size());
@@ -173,8 +177,9 @@ void StoreWriter::TryCommit(bool stopping) {
     } else if (now - last_failure_log_ >= kFailureLogEvery) {
       last_failure_log_ = now;
       Log(LogLevel::kError, "store",
-          "still failing: " + s.ToString() + "; " + std::to_string(counters_.pending_readings.load()) +
-              " readings in memory, " + std::to_string(counters_.lost_in_memory.load()) + " dropped");
+          "still failing: " + s.ToString() + "; " +
+              std::to_string(counters_.pending_readings.load()) + " readings in memory, " +
+              std::to_string(counters_.lost_in_memory.load()) + " dropped");
     }
     backoff_ = backoff_.count() == 0 ? kRetryFirst : std::min(backoff_ * 2, kRetryCap);
     retry_at_ = now + backoff_;
@@ -183,8 +188,8 @@ void StoreWriter::TryCommit(bool stopping) {
       if (stopping) {
         counters_.lost_at_stop += counters_.pending_readings.load();
         Log(LogLevel::kError, "store",
-            "stopping with the store failing: " + std::to_string(counters_.pending_readings.load()) +
-                " readings not saved");
+            "stopping with the store failing: " +
+                std::to_string(counters_.pending_readings.load()) + " readings not saved");
       }
       return;
     }

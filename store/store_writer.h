@@ -42,9 +42,9 @@ struct WriterCounters {
   std::atomic<uint64_t> events_committed{0};
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> failed_commits{0};
-  std::atomic<uint64_t> lost_in_memory{0};  // readings dropped while the disk failed
-  std::atomic<uint64_t> lost_at_stop{0};    // readings not saved at stop (disk failing)
-  std::atomic<bool> failing{false};         // the last commit failed
+  std::atomic<uint64_t> lost_in_memory{0};    // readings dropped while the disk failed
+  std::atomic<uint64_t> lost_at_stop{0};      // readings not saved at stop (disk failing)
+  std::atomic<bool> failing{false};           // the last commit failed
   std::atomic<uint64_t> pending_readings{0};  // taken, not yet committed
 };
 

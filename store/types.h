@@ -16,10 +16,10 @@ namespace tagrelay::store {
 enum class SyncMode { kNormal, kFull };
 
 struct StoreOptions {
-  std::string path;                   // the database file
-  uint64_t max_bytes = 256ull << 20;  // bound on the database plus its WAL
-  SyncMode sync = SyncMode::kNormal;  // kFull: every commit survives power loss
-  size_t commit_rows = 1000;          // group commit after this many rows ...
+  std::string path;                                // the database file
+  uint64_t max_bytes = 256ull << 20;               // bound on the database plus its WAL
+  SyncMode sync = SyncMode::kNormal;               // kFull: every commit survives power loss
+  size_t commit_rows = 1000;                       // group commit after this many rows ...
   std::chrono::milliseconds commit_interval{200};  // ... or this long after the first
   size_t queue_capacity = 1024;                    // batches waiting for the writer
   // Readings the writer holds in memory while the disk cannot take them (disk

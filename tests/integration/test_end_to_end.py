@@ -214,6 +214,19 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(": ok", r.stdout)
 
+    def test_a_bad_config_never_touches_the_store(self):
+        data = os.path.join(self.work.path, "data")
+        os.mkdir(data)
+        db = os.path.join(data, "tagrelay.db")
+        with open(db, "wb") as f:
+            f.write(b"not a database, and it must stay exactly so\n")
+        path = self.work.file("bad.toml", f'[gateway]\nid = "gw"\ndata_dir = "{data}"\n[uplink]\n')
+        r = self.run_cli("run", "--config", path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        with open(db, "rb") as f:
+            self.assertEqual(f.read(), b"not a database, and it must stay exactly so\n")
+        self.assertEqual(sorted(os.listdir(data)), ["tagrelay.db"], "nothing moved, nothing created")
+
     def test_unknown_command_is_bad_input(self):
         r = self.run_cli("frobnicate")
         self.assertEqual(r.returncode, 1)

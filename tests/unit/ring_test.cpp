@@ -29,7 +29,8 @@ const std::string kData = TAGRELAY_TEST_DATA_DIR;
 ReadingBatch Batch(const std::string& device, int n) {
   ReadingBatch b{device, {}};
   for (int i = 0; i < n; ++i) {
-    b.readings.push_back(Reading::Good("tag-" + std::to_string(i % 10), 1763800000000 + i, 230.0 + i));
+    b.readings.push_back(
+        Reading::Good("tag-" + std::to_string(i % 10), 1763800000000 + i, 230.0 + i));
   }
   return b;
 }
@@ -178,7 +179,8 @@ TEST_F(RingTest, AMalformedMarksFileIsRebuiltFromTheDatabase) {
   {
     auto store = Open();
     ASSERT_NE(store, nullptr);
-    EXPECT_EQ(store->StartDevice("d").next_seq, 6) << "the database is authoritative while it exists";
+    EXPECT_EQ(store->StartDevice("d").next_seq, 6)
+        << "the database is authoritative while it exists";
   }
   std::string text;
   std::getline(std::ifstream(dir_.File("sequence.marks")), text);
@@ -206,20 +208,26 @@ TEST_F(RingTest, TheDatabaseAndWalStayWithinMaxBytesAndEveryLossIsReported) {
     const std::set<int64_t> kept = StoredSeqs(device);
     ASSERT_FALSE(kept.empty());
     EXPECT_EQ(*kept.rbegin(), written) << "the newest readings are kept";
-    EXPECT_EQ(static_cast<int64_t>(kept.size()), *kept.rbegin() - *kept.begin() + 1) << "the oldest go first";
+    EXPECT_EQ(static_cast<int64_t>(kept.size()), *kept.rbegin() - *kept.begin() + 1)
+        << "the oldest go first";
     const int64_t lost = *kept.begin() - 1;
     EXPECT_EQ(SqlInt(o.path, "SELECT lost FROM devices WHERE name = '" + device + "'"), lost);
-    EXPECT_EQ(SqlInt(o.path, "SELECT sum(json_extract(body, '$.count')) FROM events WHERE kind = "
-                             "'readings_lost' AND device = '" + device + "'"),
+    EXPECT_EQ(SqlInt(o.path,
+                     "SELECT sum(json_extract(body, '$.count')) FROM events WHERE kind = "
+                     "'readings_lost' AND device = '" +
+                         device + "'"),
               lost);
-    EXPECT_EQ(SqlInt(o.path, "SELECT min(json_extract(body, '$.seq_first')) FROM events WHERE device = '" +
-                                 device + "'"),
+    EXPECT_EQ(SqlInt(o.path,
+                     "SELECT min(json_extract(body, '$.seq_first')) FROM events WHERE device = '" +
+                         device + "'"),
               1);
-    EXPECT_EQ(SqlInt(o.path, "SELECT max(json_extract(body, '$.seq_last')) FROM events WHERE device = '" +
-                                 device + "'"),
-              lost);
+    EXPECT_EQ(
+        SqlInt(o.path, "SELECT max(json_extract(body, '$.seq_last')) FROM events WHERE device = '" +
+                           device + "'"),
+        lost);
   }
-  EXPECT_EQ(SqlText(o.path, "SELECT DISTINCT json_extract(body, '$.reason') FROM events"), "ring_full");
+  EXPECT_EQ(SqlText(o.path, "SELECT DISTINCT json_extract(body, '$.reason') FROM events"),
+            "ring_full");
   EXPECT_EQ(SqlText(o.path, "PRAGMA integrity_check"), "ok");
 }
 

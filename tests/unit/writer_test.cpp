@@ -95,12 +95,14 @@ TEST_F(WriterTest, ADiskFullIsRiddenOutInMemoryAndNothingIsLost) {
   EXPECT_EQ(w->counters().rows_committed.load(), 10u);
 
   FaultVfs::Disarm();  // space is back
-  WaitFor([&] { return !w->counters().failing && w->counters().pending_readings == 0; }, "recovery");
+  WaitFor([&] { return !w->counters().failing && w->counters().pending_readings == 0; },
+          "recovery");
   w->Stop();
   EXPECT_GE(w->counters().failed_commits.load(), 1u);
   EXPECT_EQ(w->counters().lost_in_memory.load(), 0u);
   EXPECT_EQ(Seqs("d"), Range(1, 100));
-  EXPECT_EQ(SqlInt(options_.path, "SELECT count(*) FROM events"), 0) << "nothing was lost to report";
+  EXPECT_EQ(SqlInt(options_.path, "SELECT count(*) FROM events"), 0)
+      << "nothing was lost to report";
   EXPECT_EQ(SqlText(options_.path, "PRAGMA integrity_check"), "ok");
 }
 
@@ -115,7 +117,8 @@ TEST_F(WriterTest, MemoryStaysBoundedAndTheDroppedRangeIsReported) {
   EXPECT_LE(w->counters().pending_readings.load(), 50u);
 
   FaultVfs::Disarm();
-  WaitFor([&] { return !w->counters().failing && w->counters().pending_readings == 0; }, "recovery");
+  WaitFor([&] { return !w->counters().failing && w->counters().pending_readings == 0; },
+          "recovery");
   w->Stop();
   EXPECT_EQ(Seqs("d"), Range(151, 200)) << "the newest are kept, under their own numbers";
   EXPECT_EQ(SqlText(options_.path, "SELECT body FROM events WHERE kind = 'readings_lost'"),
@@ -158,7 +161,8 @@ TEST_F(WriterTest, ALostDatabaseIsReportedAndNumbersGoOn) {
   const std::set<int64_t> seqs = Seqs("d");
   ASSERT_EQ(seqs.size(), 5u);
   EXPECT_GT(*seqs.begin(), 5) << "no number is handed out twice";
-  EXPECT_EQ(SqlText(options_.path, "SELECT json_extract(body, '$.reason') FROM events"), "store_lost");
+  EXPECT_EQ(SqlText(options_.path, "SELECT json_extract(body, '$.reason') FROM events"),
+            "store_lost");
   EXPECT_EQ(SqlInt(options_.path, "SELECT json_extract(body, '$.seq_last') FROM events"),
             *seqs.begin() - 1);
 }

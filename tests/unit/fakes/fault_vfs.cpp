@@ -54,7 +54,9 @@ int Sync(sqlite3_file* f, int flags) {
   if (int rc = Check(FaultVfs::Op::kSync); rc != SQLITE_OK) return rc;
   return Real(f)->pMethods->xSync(Real(f), flags);
 }
-int FileSize(sqlite3_file* f, sqlite3_int64* size) { return Real(f)->pMethods->xFileSize(Real(f), size); }
+int FileSize(sqlite3_file* f, sqlite3_int64* size) {
+  return Real(f)->pMethods->xFileSize(Real(f), size);
+}
 int Lock(sqlite3_file* f, int l) { return Real(f)->pMethods->xLock(Real(f), l); }
 int Unlock(sqlite3_file* f, int l) { return Real(f)->pMethods->xUnlock(Real(f), l); }
 int CheckReservedLock(sqlite3_file* f, int* out) {
@@ -83,9 +85,25 @@ int Unfetch(sqlite3_file* f, sqlite3_int64 off, void* p) {
 }
 
 const sqlite3_io_methods kMethods = {
-    3,        Close,     Read,   Write,      Truncate,  Sync,  FileSize,   Lock,
-    Unlock,   CheckReservedLock, FileControl, SectorSize, DeviceCharacteristics,
-    ShmMap,   ShmLock,   ShmBarrier, ShmUnmap, Fetch,     Unfetch,
+    3,
+    Close,
+    Read,
+    Write,
+    Truncate,
+    Sync,
+    FileSize,
+    Lock,
+    Unlock,
+    CheckReservedLock,
+    FileControl,
+    SectorSize,
+    DeviceCharacteristics,
+    ShmMap,
+    ShmLock,
+    ShmBarrier,
+    ShmUnmap,
+    Fetch,
+    Unfetch,
 };
 
 int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {

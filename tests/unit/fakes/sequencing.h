@@ -18,7 +18,8 @@ class Sequencer {
   WriteItem operator()(StoreItem item) {
     if (auto* b = std::get_if<ReadingBatch>(&item)) {
       auto it = next_.find(b->device);
-      if (it == next_.end()) it = next_.emplace(b->device, ring_.StartDevice(b->device).next_seq).first;
+      if (it == next_.end())
+        it = next_.emplace(b->device, ring_.StartDevice(b->device).next_seq).first;
       const int64_t first = it->second;
       it->second += static_cast<int64_t>(b->readings.size());
       return SequencedBatch{b->device, first, std::move(b->readings)};
