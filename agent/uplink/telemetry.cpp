@@ -113,21 +113,21 @@ size_t EncodeBatch(std::string_view schema, std::string_view array_key, const Ba
   w.Key("gateway").String(h.gateway);
   w.Key("device").String(h.device);
   w.Key("seq_first").Int(items.front().seq);
-  // seq_last is not known until the budget decides how many items fit: write
-  // the items first into a body, then the rest of the header.
+  // seq_last is not known until the bound decides how many items fit: write
+  // the items into a body first, counting what the rest of the header will take.
+  const size_t tail = std::string_view(",\"seq_last\":").size() +
+                      std::string_view(",\"historical\":").size() + (h.historical ? 4 : 5) +
+                      std::string_view(",\"\":[]}").size() + array_key.size();
   std::string body;
   body.reserve(std::min<size_t>(max_bytes, 96 * items.size()));
-  // Everything but the body: the header so far, seq_last (at most 20 digits),
-  // historical, the array key and the closing "]}".
-  const size_t fixed = out->size() + 64 + array_key.size();
-  const size_t budget = max_bytes > fixed ? max_bytes - fixed : 0;
   size_t n = 0;
   for (const Item& item : items) {
     const size_t before = body.size();
     if (n > 0) body += ',';
     JsonWriter iw(&body);
     WriteItem(iw, item);
-    if (n > 0 && body.size() > budget) {
+    const size_t total = out->size() + tail + std::to_string(item.seq).size() + body.size();
+    if (n > 0 && total > max_bytes) {
       body.resize(before);
       break;
     }

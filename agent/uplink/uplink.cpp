@@ -600,26 +600,32 @@ void Uplink::SendRetries(MonoTime now) {
 void Uplink::SendLive(DeviceOutbox& d, MonoTime now) {
   if (Held(d.name)) return;
   const size_t max = options_.batch_max_readings;
-  if (d.maybe_more && d.pending.size() < max) {
-    const size_t want = max - d.pending.size();
-    const size_t before = d.pending.size();
-    Status s = reader_.FetchUndelivered(d.id, d.live_next, kNoLimit, want, d.pending);
-    if (!s.ok()) {
-      Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
-      return;
+  for (;;) {
+    if (d.maybe_more && d.pending.size() < max) {
+      const size_t want = max - d.pending.size();
+      const size_t before = d.pending.size();
+      Status s = reader_.FetchUndelivered(d.id, d.live_next, kNoLimit, want, d.pending);
+      if (!s.ok()) {
+        Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
+        return;
+      }
+      const size_t got = d.pending.size() - before;
+      if (got > 0) {
+        if (before == 0) d.pending_since = now;
+        d.live_next = d.pending.back().seq + 1;
+      }
+      d.maybe_more = got == want;
     }
-    const size_t got = d.pending.size() - before;
-    if (got > 0) {
-      if (before == 0) d.pending_since = now;
-      d.live_next = d.pending.back().seq + 1;
+    bool sent = false;
+    while (!d.pending.empty() && WindowOpen() &&
+           (d.pending.size() >= max || now >= d.pending_since + options_.batch_linger)) {
+      const size_t taken = PublishRun(d, d.pending, false, 0);
+      if (taken == 0) return;
+      d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<std::ptrdiff_t>(taken));
+      sent = true;
     }
-    d.maybe_more = got == want;
-  }
-  while (!d.pending.empty() && WindowOpen() &&
-         (d.pending.size() >= max || now >= d.pending_since + options_.batch_linger)) {
-    const size_t taken = PublishRun(d, d.pending, false, 0);
-    if (taken == 0) return;
-    d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<std::ptrdiff_t>(taken));
+    // More full batches may be waiting in the store: fetch again while they can go.
+    if (!sent || !d.maybe_more || !WindowOpen()) return;
   }
 }
 
