@@ -40,7 +40,8 @@ std::string ConnackHint(MqttVersion version, int code) {
            "the gateway's entry on the broker)";
   }
   if ((v311 && code == 5) || (!v311 && (code == 0x87 || code == 0x8C))) {
-    return " (the gateway is not authorized on this broker: check its user and ACL there)";
+    return " (the broker does not let this gateway in: check api_key_file, and the gateway's "
+           "user and ACL on the broker)";
   }
   if ((v311 && code == 2) || (!v311 && code == 0x85)) {
     return " (the broker refuses the client id: check uplink.client_id)";
