@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -98,6 +99,8 @@ MosquittoClient::~MosquittoClient() {
 
 void MosquittoClient::Destroy() {
   if (mosq_ != nullptr) {
+    bytes_sent_closed_ += std::max(SocketBytesSent(), sampled_before_disconnect_);
+    sampled_before_disconnect_ = 0;
     mosquitto_destroy(mosq_);
     mosq_ = nullptr;
   }
@@ -274,6 +277,7 @@ Status MosquittoClient::Connect(const MqttSessionOptions& o) {
 void MosquittoClient::Disconnect() {
   if (mosq_ == nullptr) return;
   session_lost_reported_ = true;  // a disconnect we asked for is not a lost session
+  sampled_before_disconnect_ = SocketBytesSent();  // the socket may be gone below
   mosquitto_disconnect_v5(mosq_, MQTT_RC_NORMAL_DISCONNECTION, nullptr);
   // Let the DISCONNECT packet go out before the socket closes.
   for (int i = 0; i < 10 && mosquitto_want_write(mosq_) && mosquitto_socket(mosq_) >= 0; ++i) {

@@ -40,9 +40,11 @@ class MosquittoClient final : public MqttClient {
   void Service(std::chrono::milliseconds timeout) override;
   void Wake() override;
 
-  // Bytes the current session's socket sent and the peer acknowledged: MQTT
-  // packets with their TLS records, as TCP carries them. 0 without a socket.
-  uint64_t SocketBytesSent() const;
+  // Bytes the sessions' sockets sent and the peer acknowledged, over the current
+  // session and those that ended with Disconnect() (a lost connection's count
+  // is gone with its socket): MQTT packets with their TLS records, as TCP
+  // carries them. For measurements.
+  uint64_t BytesSent() const { return bytes_sent_closed_ + SocketBytesSent(); }
 
  private:
   static void OnConnect(mosquitto*, void* self, int rc, int flags, const mqtt5__property* props);
@@ -52,6 +54,7 @@ class MosquittoClient final : public MqttClient {
   static int OnVerify(int preverify_ok, x509_store_ctx_st* store);
   Result<ssl_ctx_st*> MakeTlsContext(const MqttSessionOptions& o);
   std::string DescribeLoss(int rc) const;
+  uint64_t SocketBytesSent() const;  // of the current session's socket; 0 without one
   void Destroy();
 
   mosquitto* mosq_ = nullptr;
@@ -64,6 +67,8 @@ class MosquittoClient final : public MqttClient {
   std::string endpoint_;     // host:port
   std::string tls_failure_;  // the first certificate verification failure of this session
   std::string tls_errors_;   // OpenSSL errors libmosquitto logged during this session
+  uint64_t bytes_sent_closed_ = 0;  // by the sockets of the sessions that are gone
+  uint64_t sampled_before_disconnect_ = 0;
 };
 
 }  // namespace tagrelay::uplink
