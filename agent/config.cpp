@@ -14,6 +14,7 @@
 
 #include "agent/uplink/broker_url.h"
 #include "agent/uplink/key_file.h"
+#include "agent/uplink/signing.h"
 
 #define TOML_HEADER_ONLY 1
 #define TOML_EXCEPTIONS 0
@@ -329,6 +330,20 @@ class Section {
     return *s;
   }
 
+  // A path to an API key file that ReadKeyFile() accepts (mode 0600 or
+  // stricter, one line); "" if absent or bad. The key itself is dropped here.
+  std::string KeyFile(std::string_view key) {
+    std::optional<std::string> s = Str(key);
+    if (!s) return {};
+    Result<std::string> read = uplink::ReadKeyFile(*s);
+    if (!read.ok()) {
+      Bad(key, read.status().message());
+      return {};
+    }
+    uplink::Wipe(read.value());
+    return *s;
+  }
+
   // A name used in topics (see ValidName).
   std::optional<std::string> Name(std::string_view key) {
     std::optional<std::string> s = Str(key, /*required=*/true);
@@ -428,6 +443,9 @@ UplinkConfig ParseUplink(Parser& p, const toml::table& root) {
   }
   Section s(p, *n->as_table(), "uplink", "[uplink]");
   if (auto v = s.Bool("insecure")) c.insecure = *v;
+  if (auto v = s.Choice("mqtt_version", {"5", "3.1.1"})) {
+    c.mqtt_version = *v == "5" ? uplink::MqttVersion::kV5 : uplink::MqttVersion::kV311;
+  }
 
   const toml::node* url = s.Node("url");
   std::vector<const toml::node*> url_nodes;
@@ -462,14 +480,7 @@ UplinkConfig ParseUplink(Parser& p, const toml::table& root) {
   c.ca_file = s.ReadableFile("ca_file");
   c.cert_file = s.ReadableFile("cert_file");
   c.key_file = s.ReadableFile("key_file");
-  if (auto v = s.Str("api_key_file")) {
-    Result<std::string> key = uplink::ReadKeyFile(*v);
-    if (key.ok()) {
-      c.api_key_file = *v;
-    } else {
-      s.Bad("api_key_file", key.status().message());
-    }
-  }
+  c.api_key_file = s.KeyFile("api_key_file");
   if (c.cert_file.empty() != c.key_file.empty()) {
     s.Bad(c.cert_file.empty() ? "key_file" : "cert_file", "cert_file and key_file go together",
           "mutual TLS needs both the client certificate and its private key");
@@ -492,8 +503,16 @@ UplinkConfig ParseUplink(Parser& p, const toml::table& root) {
   }
   if (auto v = s.Int("batch_max_readings", 1, 10000))
     c.batch_max_readings = static_cast<size_t>(*v);
+  if (auto v = s.Bytes("batch_max_bytes", 1024)) {
+    if (*v > (16ull << 20)) {
+      s.Bad("batch_max_bytes", std::to_string(*v) + " bytes is above the maximum of 16MiB");
+    } else {
+      c.batch_max_bytes = *v;
+    }
+  }
   if (auto v = s.Duration("batch_linger", milliseconds(0), milliseconds(60000)))
     c.batch_linger = *v;
+  if (auto v = s.Bytes("backlog_rate", 0)) c.backlog_rate = *v;
   if (auto v = s.Int("max_inflight", 1, 1000)) c.max_inflight = static_cast<int>(*v);
   if (auto v = s.Duration("keepalive", milliseconds(5000), milliseconds(3600000))) {
     if (v->count() % 1000 != 0) {
@@ -501,6 +520,18 @@ UplinkConfig ParseUplink(Parser& p, const toml::table& root) {
     } else {
       c.keepalive_s = static_cast<int>(v->count() / 1000);
     }
+  }
+  if (auto v = s.Duration("reconnect_min", milliseconds(100), milliseconds(60000)))
+    c.reconnect_min = *v;
+  if (auto v = s.Duration("reconnect_max", milliseconds(100), milliseconds(3600000))) {
+    if (*v < c.reconnect_min) {
+      s.Bad("reconnect_max",
+            "must not be below reconnect_min (" + std::to_string(c.reconnect_min.count()) + "ms)");
+    } else {
+      c.reconnect_max = *v;
+    }
+  } else if (c.reconnect_max < c.reconnect_min) {
+    c.reconnect_max = c.reconnect_min;
   }
   return c;
 }
@@ -594,6 +625,7 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
     if (auto v = s.Str("bus", true)) d.bus = *v;
     if (auto v = s.Int("unit", 0, 255)) d.unit = static_cast<int>(*v);
     if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) d.poll = *v;
+    d.api_key_file = s.KeyFile("api_key_file");
     const std::vector<const toml::table*> tags = ArrayOfTables(p, *t, "tag", "device.tag");
     if (tags.empty() && s.Node("tag") == nullptr) {
       s.Missing("tag", "add at least one [[device.tag]] after the [[device]]");
@@ -651,6 +683,17 @@ Config Parser::Parse(const toml::table& root) {
             "device '" + d.id + "' is on bus '" + d.bus + "', which is not defined",
             bus_names.empty() ? "add a [[bus]] with name = \"" + d.bus + "\""
                               : "defined buses: " + JoinNames(bus_names));
+    }
+  }
+  if (c.uplink.mqtt_version == uplink::MqttVersion::kV311) {
+    for (size_t i = 0; i < c.devices.size(); ++i) {
+      if (c.devices[i].api_key_file.empty()) continue;
+      const toml::node* k = (*dev_array)[i].as_table()->get("api_key_file");
+      Error(k->source(),
+            "device '" + c.devices[i].id +
+                "' has api_key_file, but MQTT 3.1.1 cannot carry "
+                "signatures",
+            "remove mqtt_version = \"3.1.1\" from [uplink] (MQTT 5 is the default)");
     }
   }
   if (c.devices.empty()) {

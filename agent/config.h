@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/uplink/mqtt_client.h"
 #include "drivers/modbus/types.h"
 #include "store/types.h"
 
@@ -37,6 +38,7 @@ struct StoreConfig {
 
 struct UplinkConfig {
   std::vector<std::string> urls;
+  uplink::MqttVersion mqtt_version = uplink::MqttVersion::kV5;
   bool insecure = false;
   std::string ca_file;
   std::string api_key_file;
@@ -45,9 +47,13 @@ struct UplinkConfig {
   std::string client_id;  // default: "tagrelay-" + gateway id
   std::string topic_prefix = "tagrelay/v1";
   size_t batch_max_readings = 500;
+  uint64_t batch_max_bytes = 256 * 1024;
   std::chrono::milliseconds batch_linger{1000};
+  uint64_t backlog_rate = 0;  // bytes/s; 0 = no cap
   int max_inflight = 20;
   int keepalive_s = 30;
+  std::chrono::milliseconds reconnect_min{500};
+  std::chrono::milliseconds reconnect_max{30000};
 };
 
 struct BusConfig {
@@ -63,6 +69,7 @@ struct DeviceConfig {
   std::string bus;
   int unit = 1;
   std::chrono::milliseconds poll{1000};
+  std::string api_key_file;  // signs this device's batches; empty: unsigned
   std::vector<modbus::TagSpec> tags;
 };
 

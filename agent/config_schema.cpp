@@ -32,6 +32,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"uplink", "url", "string or list", "required",
        "Broker URL, mqtts://host[:port] (default port 8883); a list gives failover, tried in "
        "order. mqtt:// (no TLS) is refused unless insecure = true."},
+      {"uplink", "mqtt_version", "5 | 3.1.1", "5",
+       "MQTT protocol version. 3.1.1 has no PUBACK reason codes and no user properties, so "
+       "it cannot carry device signatures (no device may have api_key_file)."},
       {"uplink", "insecure", "bool", "false",
        "Allow mqtt:// without TLS. For demos and tests only: the API key travels in clear "
        "text. A warning is logged at every connect."},
@@ -48,11 +51,24 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Prefix of every topic; see docs/protocol.md."},
       {"uplink", "batch_max_readings", "integer", "500",
        "Readings per telemetry batch at most (1..10000)."},
+      {"uplink", "batch_max_bytes", "size", "256KiB",
+       "Payload bytes per batch at most (1KiB..16MiB); a batch closes on whichever of "
+       "batch_max_readings, batch_max_bytes and batch_linger comes first."},
       {"uplink", "batch_linger", "duration", "1s",
        "How long a live batch waits to fill before it is sent (0..60s)."},
+      {"uplink", "backlog_rate", "size", "0",
+       "Bytes per second at most for replaying the backlog (historical batches) after an "
+       "outage, for metered links (\"16KiB\"); 0 = no cap. Live data and alarms are not "
+       "capped."},
       {"uplink", "max_inflight", "integer", "20",
        "Batches sent and not yet acknowledged by the broker, at most (1..1000)."},
       {"uplink", "keepalive", "duration", "30s", "MQTT keepalive (5s..1h)."},
+      {"uplink", "reconnect_min", "duration", "500ms",
+       "First reconnect delay after a failure (100ms..60s). Each failure doubles the delay up "
+       "to reconnect_max; the actual wait is drawn at random between reconnect_min and the "
+       "current delay, so that a fleet does not reconnect in step."},
+      {"uplink", "reconnect_max", "duration", "30s",
+       "Cap of the reconnect delay (reconnect_min..1h)."},
 
       {"bus", "name", "string", "required", "Unique name of the bus, referenced by devices."},
       {"bus", "type", "tcp", "required", "Bus type. This version polls Modbus TCP (\"tcp\")."},
@@ -66,6 +82,10 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"device", "bus", "string", "required", "Name of the [[bus]] the device is on."},
       {"device", "unit", "integer", "1", "Modbus unit id (slave id), 0..255."},
       {"device", "poll", "duration", "1s", "Poll interval of the device (10ms..24h)."},
+      {"device", "api_key_file", "path", "",
+       "File holding the device's own API key (one line, mode 0600). Every message of the "
+       "device is signed with it (docs/protocol.md, Signatures), so the cloud can tell which "
+       "device a batch came from and revoke one device alone. Re-read at every connect."},
       {"device", "tag", "array of tables", "required",
        "The device's tags, as [[device.tag]] tables."},
 

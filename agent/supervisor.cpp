@@ -45,6 +45,7 @@ store::StoreOptions StoreOptionsOf(const Config& c) {
 uplink::UplinkOptions UplinkOptionsOf(const Config& c) {
   uplink::UplinkOptions o;
   for (const std::string& u : c.uplink.urls) o.brokers.push_back(*uplink::BrokerUrl::Parse(u));
+  o.mqtt_version = c.uplink.mqtt_version;
   o.ca_file = c.uplink.ca_file;
   o.cert_file = c.uplink.cert_file;
   o.key_file = c.uplink.key_file;
@@ -53,9 +54,24 @@ uplink::UplinkOptions UplinkOptionsOf(const Config& c) {
   o.client_id = c.uplink.client_id;
   o.topic_prefix = c.uplink.topic_prefix;
   o.batch_max_readings = c.uplink.batch_max_readings;
+  o.batch_max_bytes = static_cast<size_t>(c.uplink.batch_max_bytes);
   o.batch_linger = c.uplink.batch_linger;
+  o.backlog_rate = c.uplink.backlog_rate;
   o.max_inflight = c.uplink.max_inflight;
   o.keepalive_s = c.uplink.keepalive_s;
+  o.backoff_initial = c.uplink.reconnect_min;
+  o.backoff_max = c.uplink.reconnect_max;
+  // The devices' birth metadata and keys; the uplink knows nothing of Modbus.
+  for (const DeviceConfig& d : c.devices) {
+    uplink::UplinkDevice u;
+    u.id = d.id;
+    u.api_key_file = d.api_key_file;
+    for (const modbus::TagSpec& t : d.tags) {
+      u.tags.push_back(
+          uplink::TagInfo{t.name, std::string(modbus::DataTypeName(t.type)), t.unit, {}});
+    }
+    o.devices.push_back(std::move(u));
+  }
   o.version = kVersion;
   o.config_digest = c.digest;
   return o;
@@ -128,6 +144,10 @@ Status Supervisor::Start() {
           std::to_string(pollers_.size()) + " bus(es), store " + store_options.path +
           ", config digest " + config_.digest);
   return Status::Ok();
+}
+
+void Supervisor::ReloadKeys() {
+  if (uplink_) uplink_->RequestKeyReload();
 }
 
 void Supervisor::Stop() {

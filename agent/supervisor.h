@@ -40,6 +40,10 @@ class Supervisor {
   Status Start();
   void Stop();
 
+  // Has the uplink re-read the gateway's and the devices' key files (for a
+  // reload: a rotated key needs no restart). Safe from any thread after Start().
+  void ReloadKeys();
+
  private:
   Config config_;
   const Clock& clock_;

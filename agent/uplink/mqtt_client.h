@@ -1,7 +1,9 @@
 // MqttClient: the seam between the uplink's logic and an MQTT library.
 //
 // Promise: one session at a time. Connect() starts a session; its outcome
-// arrives later through on_connect (reason 0 = accepted). Once connected,
+// arrives later through on_connect (reason 0 = accepted) or on_disconnect,
+// whose text then says why in words an operator can act on (a TLS
+// verification failure names what failed: CA, host name, expiry, version). Once connected,
 // Publish() queues a message and returns its message id; the broker's answer
 // to a QoS 1 publish arrives through on_publish with the MQTT 5 reason code
 // (< 0x80: accepted; >= 0x80: not delivered). A lost session is reported once
@@ -26,11 +28,14 @@ struct UserProperty {
   std::string value;
 };
 
+enum class MqttVersion { kV5, kV311 };
+
 struct MqttSessionOptions {
+  MqttVersion version = MqttVersion::kV5;  // 3.1.1 has no reason codes and no user properties
   std::string host;
   uint16_t port = 8883;
   bool tls = true;
-  std::string ca_file;
+  std::string ca_file;    // empty: the system's CA certificates
   std::string cert_file;  // mutual TLS, optional
   std::string key_file;
   std::string client_id;

@@ -6,6 +6,19 @@
 
 namespace tagrelay::uplink {
 
+std::string_view StreamName(Stream s) {
+  switch (s) {
+    case Stream::kTelemetry: return "telemetry";
+    case Stream::kAlarms: return "alarms";
+    case Stream::kCounters: return "counters";
+  }
+  return "telemetry";
+}
+
+std::string_view AlarmStateName(AlarmState s) {
+  return s == AlarmState::kRaised ? "raised" : "cleared";
+}
+
 std::string StatusTopic(std::string_view prefix, std::string_view gateway) {
   std::string t(prefix);
   t += '/';
@@ -49,31 +62,128 @@ void WriteValue(JsonWriter& w, const Value& v) {
       v);
 }
 
+void WriteItem(JsonWriter& w, const store::StoredReading& r) {
+  w.BeginObject();
+  w.Key("tag").String(r.tag);
+  w.Key("ts").Int(r.ts_ms);
+  if (!std::holds_alternative<std::monostate>(r.value)) {
+    w.Key("v");
+    WriteValue(w, r.value);
+  }
+  w.Key("q").String(QualityName(r.quality));
+  if (r.quality != Quality::kGood && !r.error.empty()) w.Key("err").String(r.error);
+  w.EndObject();
+}
+
+void WriteItem(JsonWriter& w, const AlarmEvent& e) {
+  w.BeginObject();
+  w.Key("alarm").String(e.alarm);
+  if (!e.tag.empty()) w.Key("tag").String(e.tag);
+  w.Key("ts").Int(e.ts_ms);
+  w.Key("state").String(AlarmStateName(e.state));
+  w.Key("kind").String(e.kind);
+  w.Key("severity").String(e.severity);
+  if (!std::holds_alternative<std::monostate>(e.value)) {
+    w.Key("v");
+    WriteValue(w, e.value);
+  }
+  if (e.limit) w.Key("limit").Double(*e.limit);
+  if (!e.message.empty()) w.Key("message").String(e.message);
+  w.EndObject();
+}
+
+void WriteItem(JsonWriter& w, const CounterSnapshot& c) {
+  w.BeginObject();
+  w.Key("counter").String(c.counter);
+  w.Key("ts").Int(c.ts_ms);
+  w.Key("run_s").Double(c.run_s);
+  w.Key("starts").Int(c.starts);
+  w.EndObject();
+}
+
+// Writes one batch: the header, then as many items as fit in max_bytes (at
+// least one). Returns how many items it took.
+template <typename Item>
+size_t EncodeBatch(std::string_view schema, std::string_view array_key, const BatchHeader& h,
+                   std::span<const Item> items, size_t max_bytes, std::string* out) {
+  out->clear();
+  JsonWriter w(out);
+  w.BeginObject();
+  w.Key("schema").String(schema);
+  w.Key("gateway").String(h.gateway);
+  w.Key("device").String(h.device);
+  w.Key("seq_first").Int(items.front().seq);
+  // seq_last is not known until the bound decides how many items fit: write
+  // the items into a body first, counting what the rest of the header will take.
+  const size_t tail = std::string_view(",\"seq_last\":").size() +
+                      std::string_view(",\"historical\":").size() + (h.historical ? 4 : 5) +
+                      std::string_view(",\"\":[]}").size() + array_key.size();
+  std::string body;
+  body.reserve(std::min<size_t>(max_bytes, 96 * items.size()));
+  size_t n = 0;
+  for (const Item& item : items) {
+    const size_t before = body.size();
+    if (n > 0) body += ',';
+    JsonWriter iw(&body);
+    WriteItem(iw, item);
+    const size_t total = out->size() + tail + std::to_string(item.seq).size() + body.size();
+    if (n > 0 && total > max_bytes) {
+      body.resize(before);
+      break;
+    }
+    ++n;
+  }
+  w.Key("seq_last").Int(items[n - 1].seq);
+  w.Key("historical").Bool(h.historical);
+  w.Key(array_key);
+  *out += '[';
+  *out += body;
+  *out += "]}";
+  return n;
+}
+
 }  // namespace
+
+size_t EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredReading> readings,
+                       size_t max_bytes, std::string* out) {
+  return EncodeBatch(kTelemetrySchema, "readings", header, readings, max_bytes, out);
+}
 
 std::string EncodeTelemetry(const BatchHeader& header,
                             std::span<const store::StoredReading> readings) {
   std::string out;
-  out.reserve(160 + readings.size() * 64);
+  EncodeTelemetry(header, readings, kUnbounded, &out);
+  return out;
+}
+
+size_t EncodeAlarms(const BatchHeader& header, std::span<const AlarmEvent> events, size_t max_bytes,
+                    std::string* out) {
+  return EncodeBatch(kAlarmsSchema, "events", header, events, max_bytes, out);
+}
+
+size_t EncodeCounters(const BatchHeader& header, std::span<const CounterSnapshot> snapshots,
+                      size_t max_bytes, std::string* out) {
+  return EncodeBatch(kCountersSchema, "snapshots", header, snapshots, max_bytes, out);
+}
+
+std::string EncodeBirth(std::string_view gateway, std::string_view device,
+                        std::span<const TagInfo> tags, std::string_view config_digest,
+                        int64_t ts_ms) {
+  std::string out;
   JsonWriter w(&out);
   w.BeginObject();
-  w.Key("schema").String(kTelemetrySchema);
-  w.Key("gateway").String(header.gateway);
-  w.Key("device").String(header.device);
-  w.Key("seq_first").Int(readings.front().seq);
-  w.Key("seq_last").Int(readings.back().seq);
-  w.Key("historical").Bool(header.historical);
-  w.Key("readings").BeginArray();
-  for (const store::StoredReading& r : readings) {
+  w.Key("schema").String(kBirthSchema);
+  w.Key("gateway").String(gateway);
+  w.Key("device").String(device);
+  w.Key("ts").Int(ts_ms);
+  if (!config_digest.empty()) w.Key("config_digest").String(config_digest);
+  w.Key("tags").BeginArray();
+  for (const TagInfo& t : tags) {
     w.BeginObject();
-    w.Key("tag").String(r.tag);
-    w.Key("ts").Int(r.ts_ms);
-    if (!std::holds_alternative<std::monostate>(r.value)) {
-      w.Key("v");
-      WriteValue(w, r.value);
-    }
-    w.Key("q").String(QualityName(r.quality));
-    if (r.quality != Quality::kGood && !r.error.empty()) w.Key("err").String(r.error);
+    w.Key("name").String(t.name);
+    w.Key("type").String(t.type);
+    if (!t.unit.empty()) w.Key("unit").String(t.unit);
+    if (!t.description.empty()) w.Key("description").String(t.description);
     w.EndObject();
   }
   w.EndArray();

@@ -1,24 +1,33 @@
-// The wire contract v1 (docs/protocol.md): topics and JSON payloads.
+// The wire contract v1 (docs/protocol.md, docs/schema/): topics and JSON payloads.
 //
-// Promise: EncodeTelemetry() writes one telemetry batch exactly as documented:
-// readings in sequence order, seq_first..seq_last covering exactly them (the
-// caller passes a run of consecutive sequence numbers), `v` only on readings
-// that have a value, `err` only on readings that are not good.
+// Promise: every encoder writes exactly what docs/schema/ describes. A batch
+// (telemetry, alarms, counters) holds a run of records of one device with
+// consecutive sequence numbers, seq_first..seq_last covering exactly them (the
+// caller passes such a run). The size-bounded encoders take the leading records
+// whose payload fits in max_bytes, and always at least one, so a single record
+// larger than the bound still goes out alone rather than blocking its device.
 //
 // Threads: pure functions.
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
 
+#include "agent/uplink/priority_outbox.h"
 #include "store/types.h"
 
 namespace tagrelay::uplink {
 
 inline constexpr std::string_view kTelemetrySchema = "tagrelay.telemetry.v1";
+inline constexpr std::string_view kAlarmsSchema = "tagrelay.alarms.v1";
+inline constexpr std::string_view kCountersSchema = "tagrelay.counters.v1";
+inline constexpr std::string_view kBirthSchema = "tagrelay.birth.v1";
 inline constexpr std::string_view kStatusSchema = "tagrelay.status.v1";
+
+inline constexpr size_t kUnbounded = std::numeric_limits<size_t>::max();
 
 // {prefix}/{gateway}/status
 std::string StatusTopic(std::string_view prefix, std::string_view gateway);
@@ -33,8 +42,33 @@ struct BatchHeader {
 };
 
 // REQUIRES: !readings.empty() and readings[i].seq == readings[0].seq + i.
+// Replaces *out with the batch of the leading readings that fit; returns their number.
+size_t EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredReading> readings,
+                       size_t max_bytes, std::string* out);
+// All of `readings` in one batch.
 std::string EncodeTelemetry(const BatchHeader& header,
                             std::span<const store::StoredReading> readings);
+
+// REQUIRES: !events.empty(), consecutive seq. As EncodeTelemetry.
+size_t EncodeAlarms(const BatchHeader& header, std::span<const AlarmEvent> events, size_t max_bytes,
+                    std::string* out);
+// REQUIRES: !snapshots.empty(), consecutive seq. As EncodeTelemetry.
+size_t EncodeCounters(const BatchHeader& header, std::span<const CounterSnapshot> snapshots,
+                      size_t max_bytes, std::string* out);
+
+// What the cloud learns about a tag from the device's birth message.
+struct TagInfo {
+  std::string name;
+  std::string type;  // the configured data type: "float32", "int16", ...
+  std::string unit;  // empty: none
+  std::string description;
+};
+
+// The retained device birth: the device's tags, so that a consumer can label
+// and type the values before the first batch arrives.
+std::string EncodeBirth(std::string_view gateway, std::string_view device,
+                        std::span<const TagInfo> tags, std::string_view config_digest,
+                        int64_t ts_ms);
 
 // The retained gateway status: state is "online" or "offline".
 std::string EncodeStatus(std::string_view gateway, std::string_view state, std::string_view version,

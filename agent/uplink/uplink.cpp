@@ -7,14 +7,15 @@
 
 #include "agent/core/log.h"
 #include "agent/uplink/key_file.h"
-#include "agent/uplink/telemetry.h"
+#include "agent/uplink/signing.h"
 
 namespace tagrelay::uplink {
 namespace {
 
-constexpr std::chrono::milliseconds kIdleWait{1000};  // keepalive housekeeping while connected
-constexpr std::chrono::milliseconds kRefusedRetry{2000};
+constexpr std::chrono::milliseconds kIdleWait{1000};   // keepalive housekeeping while connected
+constexpr std::chrono::milliseconds kKeyRetry{60000};  // a held device's key file is tried again
 constexpr int kMqttReasonFailure = 0x80;
+constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
 
 std::chrono::milliseconds Until(MonoTime t, MonoTime now) {
   if (t <= now) return std::chrono::milliseconds(0);
@@ -25,6 +26,28 @@ std::string ReasonHex(int code) {
   char h[8];
   std::snprintf(h, sizeof h, "0x%02x", code & 0xff);
   return h;
+}
+
+std::string Range(int64_t first, int64_t last) {
+  return std::to_string(first) + ".." + std::to_string(last);
+}
+
+// What to do about a refused CONNECT, in the operator's terms.
+std::string ConnackHint(MqttVersion version, int code) {
+  const bool v311 = version == MqttVersion::kV311;
+  if ((v311 && code == 4) || (!v311 && code == 0x86)) {
+    return " (the broker does not accept this user name and API key: check api_key_file and "
+           "the gateway's entry on the broker)";
+  }
+  if ((v311 && code == 5) || (!v311 && (code == 0x87 || code == 0x8C))) {
+    return " (the broker does not let this gateway in: check api_key_file, and the gateway's "
+           "user and ACL on the broker)";
+  }
+  if ((v311 && code == 2) || (!v311 && code == 0x85)) {
+    return " (the broker refuses the client id: check uplink.client_id)";
+  }
+  if (!v311 && code == 0x84) return " (the broker does not speak MQTT 5: try mqtt_version)";
+  return {};
 }
 
 }  // namespace
@@ -47,9 +70,15 @@ Uplink::Uplink(UplinkOptions options, std::unique_ptr<MqttClient> client,
     events_.push_back(Event{Event::kAck, reason, mid, {}});
   };
   client_->SetCallbacks(std::move(cb));
+  for (const UplinkDevice& d : options_.devices) {
+    if (!d.api_key_file.empty()) device_keys_[d.id].file = d.api_key_file;
+  }
 }
 
-Uplink::~Uplink() { Stop(); }
+Uplink::~Uplink() {
+  Stop();
+  for (auto& [name, k] : device_keys_) Wipe(k.key);
+}
 
 void Uplink::Start() {
   thread_ = std::thread([this] { Run(); });
@@ -63,6 +92,11 @@ void Uplink::Stop() {
 
 void Uplink::NotifyNewData() {
   new_data_ = true;
+  client_->Wake();
+}
+
+void Uplink::RequestKeyReload() {
+  reload_keys_ = true;
   client_->Wake();
 }
 
@@ -101,6 +135,7 @@ void Uplink::RunOnce(std::chrono::milliseconds max_wait) {
 }
 
 void Uplink::Step() {
+  if (reload_keys_.exchange(false)) ReloadKeys(/*at_connect=*/false);
   const MonoTime now = clock_.mono();
   switch (state_) {
     case State::kDisconnected:
@@ -114,6 +149,10 @@ void Uplink::Step() {
       }
       break;
     case State::kConnected:
+      if (counters_.devices_held > 0 && now >= key_retry_at_) {
+        key_retry_at_ = now + kKeyRetry;
+        ReloadDeviceKeys();
+      }
       if (!stop_) Pump();
       break;
   }
@@ -126,10 +165,17 @@ std::chrono::milliseconds Uplink::NextWait(std::chrono::milliseconds max_wait) c
     case State::kDisconnected: wait = std::min(wait, Until(retry_at_, now)); break;
     case State::kConnecting: wait = std::min(wait, Until(connect_deadline_, now)); break;
     case State::kConnected:
-      if (new_data_) return std::chrono::milliseconds(0);
+      if (new_data_ || reload_keys_) return std::chrono::milliseconds(0);
+      if (counters_.devices_held > 0) wait = std::min(wait, Until(key_retry_at_, now));
+      if (!WindowOpen()) break;  // an ack comes through the network
       for (const DeviceOutbox& d : devices_) {
-        if (!d.pending.empty() && WindowOpen()) {
+        if (!d.pending.empty()) {
           wait = std::min(wait, Until(d.pending_since + options_.batch_linger, now));
+        }
+        if (d.hist_next < d.live_from && backlog_tokens_ < 0 && options_.backlog_rate > 0) {
+          const auto debt = std::chrono::duration<double>(
+              -backlog_tokens_ / static_cast<double>(options_.backlog_rate));
+          wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(debt));
         }
       }
       for (const RetryRange& r : retries_) wait = std::min(wait, Until(r.not_before, now));
@@ -141,6 +187,7 @@ std::chrono::milliseconds Uplink::NextWait(std::chrono::milliseconds max_wait) c
 void Uplink::StartConnect() {
   const BrokerUrl& url = options_.brokers[broker_index_ % options_.brokers.size()];
   MqttSessionOptions o;
+  o.version = options_.mqtt_version;
   o.host = url.host;
   o.port = url.port;
   o.tls = url.tls;
@@ -157,12 +204,13 @@ void Uplink::StartConnect() {
     // Read at every connect, so that a rotated key needs no restart.
     Result<std::string> key = ReadKeyFile(options_.api_key_file);
     if (!key.ok()) {
-      Log(LogLevel::kError, "uplink", key.status().message());
-      OnSessionLost("");
+      OnSessionLost("gateway API key: " + key.status().message());
       return;
     }
     o.password = std::move(key).value();
+    gateway_kid_ = KeyId(o.password);
   }
+  ReloadKeys(/*at_connect=*/true);
   if (!url.tls) {
     Log(LogLevel::kWarning, "uplink",
         "connecting to " + url.ToString() +
@@ -170,13 +218,86 @@ void Uplink::StartConnect() {
             "all data travel in clear text");
   }
   Status s = client_->Connect(o);
-  std::fill(o.password.begin(), o.password.end(), '\0');
+  Wipe(o.password);
   if (!s.ok()) {
     OnSessionLost("connect " + url.ToString() + ": " + s.message());
     return;
   }
   state_ = State::kConnecting;
   connect_deadline_ = clock_.mono() + options_.connect_timeout;
+}
+
+void Uplink::ReloadKeys(bool at_connect) {
+  if (!at_connect) {
+    ++counters_.key_reloads;
+    // A new gateway key takes effect with a new session: start one now, so that
+    // the old key can be revoked on the broker right after the rotation.
+    if (!options_.api_key_file.empty() && state_ != State::kDisconnected) {
+      Result<std::string> key = ReadKeyFile(options_.api_key_file);
+      if (!key.ok()) {
+        Log(LogLevel::kError, "uplink",
+            "gateway API key: " + key.status().message() +
+                "; the current session goes on, the next connect needs a usable key");
+      } else {
+        std::string k = std::move(key).value();
+        const std::string kid = KeyId(k);
+        Wipe(k);
+        if (kid != gateway_kid_) {
+          Log(LogLevel::kInfo, "uplink",
+              "gateway API key changed (key id " + kid + "); reconnecting to present it");
+          client_->Disconnect();
+          EndSession("", /*penalize=*/false);
+        }
+      }
+    }
+  }
+  ReloadDeviceKeys();
+}
+
+void Uplink::ReloadDeviceKeys() {
+  uint64_t held = 0;
+  for (auto& [device, k] : device_keys_) {
+    Result<std::string> key = ReadKeyFile(k.file);
+    if (!key.ok()) {
+      const bool had_key = !k.key.empty();
+      Wipe(k.key);
+      k.kid.clear();
+      if (k.problem != key.status().message()) {
+        k.problem = key.status().message();
+        LogDevice(LogLevel::kError, "uplink", device,
+                  "signing key: " + k.problem + (had_key ? "; the old key is no longer used" : "") +
+                      "; the device's data stays in the store until the key file is usable");
+      }
+      ++held;
+      continue;
+    }
+    std::string fresh = std::move(key).value();
+    const std::string kid = KeyId(fresh);
+    const bool was_held = k.key.empty();
+    if (kid != k.kid) {
+      LogDevice(LogLevel::kInfo, "uplink", device, "signing with key id " + kid);
+    }
+    Wipe(k.key);
+    k.key = std::move(fresh);
+    k.kid = kid;
+    k.problem.clear();
+    if (was_held && state_ == State::kConnected) {
+      for (const UplinkDevice& d : options_.devices) {
+        if (d.id == device) PublishBirth(d);
+      }
+    }
+  }
+  counters_.devices_held = held;
+}
+
+const Uplink::DeviceKey* Uplink::KeyOf(const std::string& device) const {
+  auto it = device_keys_.find(device);
+  return it == device_keys_.end() ? nullptr : &it->second;
+}
+
+bool Uplink::Held(const std::string& device) const {
+  const DeviceKey* k = KeyOf(device);
+  return k != nullptr && k->key.empty();
 }
 
 void Uplink::HandleEvents() {
@@ -191,37 +312,61 @@ void Uplink::HandleEvents() {
           OnSessionStart();
         } else {
           client_->Disconnect();
-          OnSessionLost("broker refused the connection: " + e.text);
+          OnSessionLost("broker refused the connection: " + e.text + " (" + ReasonHex(e.code) +
+                        ")" + ConnackHint(options_.mqtt_version, e.code));
         }
         break;
       case Event::kLost:
         if (state_ != State::kDisconnected) OnSessionLost("connection lost: " + e.text);
         break;
-      case Event::kAck: {
-        if (e.mid == status_mid_) {
-          status_mid_ = -1;
-          break;
-        }
-        auto it = inflight_.find(e.mid);
-        if (it == inflight_.end()) break;  // from a session that is gone
-        InflightBatch b = std::move(it->second);
-        inflight_.erase(it);
-        counters_.inflight = inflight_.size();
-        if (e.code < kMqttReasonFailure) {
-          counters_.readings_acked += static_cast<uint64_t>(b.last - b.first + 1);
-          ack_sink_(store::DeliveryAck{b.device, b.first, b.last});
-        } else {
-          ++counters_.batches_refused;
-          LogDevice(LogLevel::kWarning, "uplink", b.device,
-                    "broker refused batch seq " + std::to_string(b.first) + ".." +
-                        std::to_string(b.last) + " with reason " + ReasonHex(e.code) +
-                        "; it stays in the store and is retried");
-          retries_.push_back(RetryRange{b.device, b.first, b.last, clock_.mono() + kRefusedRetry});
-        }
-        break;
-      }
+      case Event::kAck: HandleAck(e); break;
     }
   }
+}
+
+void Uplink::HandleAck(const Event& e) {
+  if (e.mid == status_mid_) status_mid_ = -1;
+  if (control_mids_.erase(e.mid) > 0) {
+    if (e.code >= kMqttReasonFailure) {
+      ++counters_.batches_refused;
+      Log(LogLevel::kWarning, "uplink",
+          "broker refused a status or birth message with reason " + ReasonHex(e.code) +
+              "; it is sent again with the next session");
+    }
+    return;
+  }
+  auto it = inflight_.find(e.mid);
+  if (it == inflight_.end()) return;  // from a session that is gone
+  InflightBatch b = std::move(it->second);
+  inflight_.erase(it);
+  counters_.inflight = inflight_.size();
+  const uint64_t n = static_cast<uint64_t>(b.last - b.first + 1);
+  if (e.code < kMqttReasonFailure) {
+    if (b.stream == Stream::kTelemetry) {
+      counters_.readings_acked += n;
+      ack_sink_(store::DeliveryAck{b.device, b.first, b.last});
+    } else {
+      counters_.priority_acked += n;
+      priority_->Delivered(b.stream, b.device, b.first, b.last);
+    }
+    return;
+  }
+  ++counters_.batches_refused;
+  const int refusals = b.refusals + 1;
+  // Exponential per range, with jitter in the upper half, capped like reconnects.
+  const int shift = std::min(refusals - 1, 16);
+  const auto base = std::min(options_.refused_retry * (int64_t{1} << shift), options_.backoff_max);
+  std::uniform_int_distribution<int64_t> jitter(base.count() / 2, base.count());
+  const std::chrono::milliseconds delay(jitter(rng_));
+  LogDevice(LogLevel::kWarning, "uplink", b.device,
+            "broker refused " + std::string(StreamName(b.stream)) + " seq " +
+                Range(b.first, b.last) + " with reason " + ReasonHex(e.code) + " (refusal " +
+                std::to_string(refusals) +
+                "); it stays in the store and is "
+                "sent again in " +
+                std::to_string(delay.count()) + " ms");
+  retries_.push_back(
+      RetryRange{b.device, b.stream, b.first, b.last, refusals, clock_.mono() + delay});
 }
 
 void Uplink::OnSessionStart() {
@@ -232,30 +377,43 @@ void Uplink::OnSessionStart() {
   const BrokerUrl& url = options_.brokers[broker_index_ % options_.brokers.size()];
   Log(LogLevel::kInfo, "uplink", "connected to " + url.ToString());
   devices_.clear();
+  priority_cursors_.clear();
   inflight_.clear();
   retries_.clear();
+  control_mids_.clear();
+  backlog_tokens_ = 0;
+  backlog_tokens_at_ = clock_.mono();
+  key_retry_at_ = clock_.mono() + kKeyRetry;
   new_data_ = true;
+  PublishStatus("online");
+  PublishBirths();
   if (!RefreshDevices(/*session_start=*/true)) return;
+  (void)RefreshPriority(/*session_start=*/true);
   for (DeviceOutbox& d : devices_) {
     if (d.hist_next < d.live_from) {
       LogDevice(LogLevel::kInfo, "uplink", d.name,
-                "backlog of seq " + std::to_string(d.hist_next) + ".." +
-                    std::to_string(d.live_from - 1) + " will be replayed as historical");
+                "backlog of seq " + Range(d.hist_next, d.live_from - 1) +
+                    " will be replayed as historical");
     }
   }
-  PublishStatus("online");
 }
 
-void Uplink::OnSessionLost(const std::string& why) {
+void Uplink::EndSession(const std::string& why, bool penalize) {
   const bool was_connected = state_ == State::kConnected;
   state_ = State::kDisconnected;
   counters_.connected = false;
-  ++counters_.connection_failures;
   inflight_.clear();
   counters_.inflight = 0;
   retries_.clear();
   devices_.clear();
+  priority_cursors_.clear();
+  control_mids_.clear();
   status_mid_ = -1;
+  if (!penalize) {
+    retry_at_ = clock_.mono();
+    return;
+  }
+  ++counters_.connection_failures;
   backoff_ = backoff_.count() == 0 ? options_.backoff_initial
                                    : std::min(backoff_ * 2, options_.backoff_max);
   // Full jitter above a floor: a fleet that lost the same broker does not come
@@ -294,6 +452,32 @@ bool Uplink::RefreshDevices(bool session_start) {
   return true;
 }
 
+bool Uplink::RefreshPriority(bool session_start) {
+  if (!priority_) return true;
+  Result<std::vector<StreamBacklog>> all = priority_->Streams();
+  if (!all.ok()) {
+    Log(LogLevel::kError, "uplink", "read priority outbox: " + all.status().ToString());
+    return false;
+  }
+  for (StreamBacklog& b : *all) {
+    if (b.stream == Stream::kTelemetry) continue;
+    auto known = std::find_if(
+        priority_cursors_.begin(), priority_cursors_.end(),
+        [&](const PriorityCursor& c) { return c.device == b.device && c.stream == b.stream; });
+    if (known != priority_cursors_.end()) {
+      known->maybe_more = true;
+      continue;
+    }
+    PriorityCursor c;
+    c.device = std::move(b.device);
+    c.stream = b.stream;
+    c.live_from = session_start ? b.last_seq + 1 : 1;
+    c.next = b.first_undelivered == 0 ? b.last_seq + 1 : b.first_undelivered;
+    priority_cursors_.push_back(std::move(c));
+  }
+  return true;
+}
+
 Uplink::DeviceOutbox* Uplink::FindDevice(const std::string& name) {
   for (DeviceOutbox& d : devices_) {
     if (d.name == name) return &d;
@@ -304,71 +488,152 @@ Uplink::DeviceOutbox* Uplink::FindDevice(const std::string& name) {
 void Uplink::Pump() {
   if (new_data_.exchange(false)) {
     if (!RefreshDevices(/*session_start=*/false)) return;
+    if (!RefreshPriority(/*session_start=*/false)) return;
     for (DeviceOutbox& d : devices_) d.maybe_more = true;
   }
   const MonoTime now = clock_.mono();
+  SendPriority();
   SendRetries(now);
   const size_t n = devices_.size();
   for (size_t k = 0; k < n && WindowOpen(); ++k) SendLive(devices_[(rr_ + k) % n], now);
-  for (size_t k = 0; k < n && WindowOpen(); ++k) SendHistorical(devices_[(rr_ + k) % n]);
+  for (size_t k = 0; k < n && WindowOpen(); ++k) SendHistorical(devices_[(rr_ + k) % n], now);
   if (n > 0) rr_ = (rr_ + 1) % n;
+}
+
+void Uplink::SendPriority() {
+  for (PriorityCursor& c : priority_cursors_) {
+    while (c.maybe_more && WindowOpen() && !Held(c.device)) {
+      const size_t taken = PublishPriority(c.device, c.stream, c.next, kNoLimit,
+                                           c.next < c.live_from, /*refusals=*/0);
+      if (taken == 0) {
+        c.maybe_more = false;
+        break;
+      }
+      c.next += static_cast<int64_t>(taken);
+    }
+  }
+}
+
+size_t Uplink::PublishPriority(const std::string& device, Stream stream, int64_t from, int64_t to,
+                               bool historical, int refusals) {
+  const BatchHeader header{options_.gateway, device, historical};
+  std::string payload;
+  size_t n = 0;
+  int64_t first = 0;
+  Status s;
+  if (stream == Stream::kAlarms) {
+    std::vector<AlarmEvent> rows;
+    s = priority_->FetchAlarms(device, from, to, options_.batch_max_readings, rows);
+    if (s.ok() && !rows.empty()) {
+      size_t run = 1;
+      while (run < rows.size() && rows[run].seq == rows[run - 1].seq + 1) ++run;
+      first = rows.front().seq;
+      n = EncodeAlarms(header, std::span(rows).first(run), options_.batch_max_bytes, &payload);
+    }
+  } else {
+    std::vector<CounterSnapshot> rows;
+    s = priority_->FetchCounters(device, from, to, options_.batch_max_readings, rows);
+    if (s.ok() && !rows.empty()) {
+      size_t run = 1;
+      while (run < rows.size() && rows[run].seq == rows[run - 1].seq + 1) ++run;
+      first = rows.front().seq;
+      n = EncodeCounters(header, std::span(rows).first(run), options_.batch_max_bytes, &payload);
+    }
+  }
+  if (!s.ok()) {
+    Log(LogLevel::kError, "uplink", "read priority outbox: " + s.ToString());
+    return 0;
+  }
+  if (n == 0) return 0;
+  const int64_t last = first + static_cast<int64_t>(n) - 1;
+  if (!PublishBatch(InflightBatch{device, stream, first, last, historical, refusals}, payload)) {
+    return 0;
+  }
+  // The cursor moves past the records sent and any delivered ones before them.
+  return static_cast<size_t>(last - from + 1);
 }
 
 void Uplink::SendRetries(MonoTime now) {
   std::vector<store::StoredReading> rows;
   for (size_t i = 0; i < retries_.size() && WindowOpen();) {
     RetryRange& r = retries_[i];
-    DeviceOutbox* d = FindDevice(r.device);
-    if (r.not_before > now || d == nullptr) {
+    if (r.not_before > now || Held(r.device)) {
       ++i;
       continue;
     }
-    rows.clear();
-    Status s = reader_.FetchUndelivered(d->id, r.first, r.last, options_.batch_max_readings, rows);
-    if (!s.ok()) {
-      Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
-      return;
+    size_t taken = 0;
+    int64_t next = 0;
+    if (r.stream == Stream::kTelemetry) {
+      DeviceOutbox* d = FindDevice(r.device);
+      if (d == nullptr) {
+        ++i;
+        continue;
+      }
+      rows.clear();
+      Status s =
+          reader_.FetchUndelivered(d->id, r.first, r.last, options_.batch_max_readings, rows);
+      if (!s.ok()) {
+        Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
+        return;
+      }
+      if (rows.empty()) {  // delivered meanwhile, or evicted: nothing left to send
+        retries_.erase(retries_.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
+      taken = PublishRun(*d, rows, r.first < d->live_from, r.refusals);
+      if (taken > 0) next = rows[taken - 1].seq + 1;
+    } else {
+      taken = PublishPriority(r.device, r.stream, r.first, r.last, false, r.refusals);
+      if (taken == 0) {  // delivered meanwhile, or the outbox failed (logged)
+        retries_.erase(retries_.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
+      next = r.first + static_cast<int64_t>(taken);
     }
-    if (rows.empty()) {  // delivered meanwhile, or evicted: nothing left to send
-      retries_.erase(retries_.begin() + static_cast<std::ptrdiff_t>(i));
-      continue;
-    }
-    const size_t taken = PublishRun(*d, rows, r.first < d->live_from);
     if (taken == 0) return;
-    r.first = rows[taken - 1].seq + 1;
-    if (r.first > r.last) retries_.erase(retries_.begin() + static_cast<std::ptrdiff_t>(i));
+    r.first = next;
+    if (r.first > r.last) {
+      retries_.erase(retries_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
   }
 }
 
 void Uplink::SendLive(DeviceOutbox& d, MonoTime now) {
+  if (Held(d.name)) return;
   const size_t max = options_.batch_max_readings;
-  if (d.maybe_more && d.pending.size() < max) {
-    const size_t want = max - d.pending.size();
-    const size_t before = d.pending.size();
-    Status s = reader_.FetchUndelivered(d.id, d.live_next, std::numeric_limits<int64_t>::max(),
-                                        want, d.pending);
-    if (!s.ok()) {
-      Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
-      return;
+  for (;;) {
+    if (d.maybe_more && d.pending.size() < max) {
+      const size_t want = max - d.pending.size();
+      const size_t before = d.pending.size();
+      Status s = reader_.FetchUndelivered(d.id, d.live_next, kNoLimit, want, d.pending);
+      if (!s.ok()) {
+        Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
+        return;
+      }
+      const size_t got = d.pending.size() - before;
+      if (got > 0) {
+        if (before == 0) d.pending_since = now;
+        d.live_next = d.pending.back().seq + 1;
+      }
+      d.maybe_more = got == want;
     }
-    const size_t got = d.pending.size() - before;
-    if (got > 0) {
-      if (before == 0) d.pending_since = now;
-      d.live_next = d.pending.back().seq + 1;
+    bool sent = false;
+    while (!d.pending.empty() && WindowOpen() &&
+           (d.pending.size() >= max || now >= d.pending_since + options_.batch_linger)) {
+      const size_t taken = PublishRun(d, d.pending, false, 0);
+      if (taken == 0) return;
+      d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<std::ptrdiff_t>(taken));
+      sent = true;
     }
-    d.maybe_more = got == want;
-  }
-  while (!d.pending.empty() && WindowOpen() &&
-         (d.pending.size() >= max || now >= d.pending_since + options_.batch_linger)) {
-    const size_t taken = PublishRun(d, d.pending, false);
-    if (taken == 0) return;
-    d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<std::ptrdiff_t>(taken));
+    // More full batches may be waiting in the store: fetch again while they can go.
+    if (!sent || !d.maybe_more || !WindowOpen()) return;
   }
 }
 
-void Uplink::SendHistorical(DeviceOutbox& d) {
+void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
+  if (Held(d.name)) return;
   std::vector<store::StoredReading> rows;
-  while (d.hist_next < d.live_from && WindowOpen()) {
+  while (d.hist_next < d.live_from && WindowOpen() && BacklogAllowed(now)) {
     rows.clear();
     Status s = reader_.FetchUndelivered(d.id, d.hist_next, d.live_from - 1,
                                         options_.batch_max_readings, rows);
@@ -380,31 +645,60 @@ void Uplink::SendHistorical(DeviceOutbox& d) {
       d.hist_next = d.live_from;
       return;
     }
-    const size_t taken = PublishRun(d, rows, true);
+    const size_t taken = PublishRun(d, rows, true, 0);
     if (taken == 0) return;
     d.hist_next = rows[taken - 1].seq + 1;
   }
 }
 
+bool Uplink::BacklogAllowed(MonoTime now) {
+  if (options_.backlog_rate == 0) return true;
+  const double rate = static_cast<double>(options_.backlog_rate);
+  // The bucket holds one second of the rate, or one full batch if that is more.
+  const double cap = std::max(rate, static_cast<double>(options_.batch_max_bytes));
+  const double elapsed = std::chrono::duration<double>(now - backlog_tokens_at_).count();
+  backlog_tokens_ = std::min(cap, backlog_tokens_ + rate * std::max(0.0, elapsed));
+  backlog_tokens_at_ = now;
+  return backlog_tokens_ >= 0;
+}
+
 size_t Uplink::PublishRun(DeviceOutbox& d, std::span<const store::StoredReading> rows,
-                          bool historical) {
+                          bool historical, int refusals) {
   size_t n = 1;
   while (n < rows.size() && rows[n].seq == rows[n - 1].seq + 1) ++n;
-  const auto run = rows.first(n);
-  const std::string payload =
-      EncodeTelemetry(BatchHeader{options_.gateway, d.name, historical}, run);
+  std::string payload;
+  n = EncodeTelemetry(BatchHeader{options_.gateway, d.name, historical}, rows.first(n),
+                      options_.batch_max_bytes, &payload);
+  const InflightBatch batch{d.name,          Stream::kTelemetry, rows.front().seq,
+                            rows[n - 1].seq, historical,         refusals};
+  if (!PublishBatch(batch, payload)) return 0;
+  counters_.readings_sent += n;
+  if (historical && options_.backlog_rate > 0) {
+    backlog_tokens_ -= static_cast<double>(payload.size());
+  }
+  return n;
+}
+
+bool Uplink::PublishBatch(const InflightBatch& batch, const std::string& payload) {
   const std::string topic =
-      DeviceTopic(options_.topic_prefix, options_.gateway, d.name, "telemetry");
-  Result<int> mid = client_->Publish(topic, payload, 1, false, {});
+      DeviceTopic(options_.topic_prefix, options_.gateway, batch.device, StreamName(batch.stream));
+  std::vector<UserProperty> props;
+  if (const DeviceKey* k = KeyOf(batch.device)) {
+    if (k->key.empty()) return false;  // held: Held() is checked before fetching
+    props.push_back(UserProperty{"kid", k->kid});
+    props.push_back(UserProperty{"sig", Sign(k->key, topic, payload)});
+  }
+  Result<int> mid = client_->Publish(topic, payload, 1, false, props);
   if (!mid.ok()) {
     // The session is going down; the lost-session handling resends from the store.
-    LogDevice(LogLevel::kWarning, "uplink", d.name, mid.status().message());
-    return 0;
+    LogDevice(LogLevel::kWarning, "uplink", batch.device, mid.status().message());
+    return false;
   }
-  inflight_[*mid] = InflightBatch{d.name, run.front().seq, run.back().seq, historical};
+  inflight_[*mid] = batch;
   counters_.inflight = inflight_.size();
   ++counters_.batches_sent;
-  return n;
+  counters_.payload_bytes_sent += payload.size();
+  return true;
 }
 
 void Uplink::PublishStatus(std::string_view state) {
@@ -413,6 +707,27 @@ void Uplink::PublishStatus(std::string_view state) {
   Result<int> mid =
       client_->Publish(StatusTopic(options_.topic_prefix, options_.gateway), payload, 1, true, {});
   status_mid_ = mid.ok() ? *mid : -1;
+  if (mid.ok()) control_mids_.insert(*mid);
+}
+
+void Uplink::PublishBirths() {
+  for (const UplinkDevice& d : options_.devices) {
+    if (!Held(d.id)) PublishBirth(d);
+  }
+}
+
+void Uplink::PublishBirth(const UplinkDevice& device) {
+  const std::string topic =
+      DeviceTopic(options_.topic_prefix, options_.gateway, device.id, "birth");
+  const std::string payload = EncodeBirth(options_.gateway, device.id, device.tags,
+                                          options_.config_digest, clock_.wall_ms());
+  std::vector<UserProperty> props;
+  if (const DeviceKey* k = KeyOf(device.id); k != nullptr && !k->key.empty()) {
+    props.push_back(UserProperty{"kid", k->kid});
+    props.push_back(UserProperty{"sig", Sign(k->key, topic, payload)});
+  }
+  Result<int> mid = client_->Publish(topic, payload, 1, true, props);
+  if (mid.ok()) control_mids_.insert(*mid);
 }
 
 }  // namespace tagrelay::uplink

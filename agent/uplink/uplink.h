@@ -1,26 +1,39 @@
-// Uplink: forwards the store's undelivered readings to the broker as
-// telemetry batches and reports the broker's acks back to the store.
+// Uplink: forwards the store's undelivered records to the broker and reports
+// the broker's acks back to the store.
 //
 // Promise:
-// - A row is reported delivered (ack sink) only after the broker accepted its
-//   QoS 1 PUBLISH with a reason code below 0x80. A refused batch stays in the
-//   store and is sent again after a backoff; nothing is dropped here.
-// - Each batch is a run of consecutive sequence numbers of one device, at most
-//   batch_max_readings long. Live rows are batched until the batch is full or
-//   batch_linger has passed since the first of them arrived.
-// - Rows that were already in the store when a session began are the backlog:
-//   they go out flagged historical, after the live batches that are ready, so a
-//   replay never holds back live data.
+// - A record is reported delivered (ack sink, or PriorityOutbox::Delivered)
+//   only after the broker accepted its QoS 1 PUBLISH with a reason code below
+//   0x80. A refused batch stays in the store, is logged and counted, and is
+//   sent again after a backoff that doubles per refusal; nothing is dropped here.
+// - Each batch is a run of consecutive sequence numbers of one device and one
+//   stream, at most batch_max_readings records and batch_max_bytes of payload
+//   (a single larger record still goes alone). Live readings are batched until
+//   the batch is full or batch_linger has passed since the first of them arrived.
+// - Order of sending: alarm events and counter snapshots (the priority outbox)
+//   first, then live telemetry, then the backlog. Rows that were already in the
+//   store when a session began are the backlog: they go out flagged historical,
+//   at most backlog_rate bytes/s if that is set, so a replay never holds back
+//   live data nor floods a metered link.
 // - At most max_inflight batches await an ack. After a lost session every
 //   unacked batch is sent again from the store (at-least-once; the receiver
 //   drops duplicates by sequence number).
 // - Reconnects back off exponentially with full jitter (a delay drawn between
 //   backoff_initial and the current backoff, which doubles up to backoff_max),
 //   moving to the next broker URL after each failure.
+// - Keys: the gateway's API key (the MQTT password) and the devices' signing
+//   keys are read from their files at every connect and when RequestKeyReload()
+//   is called, so a rotation needs no restart; a changed gateway key starts a
+//   new session at once. A key is never logged (key ids are). A device whose
+//   key file cannot be used is held: its records stay in the store, an error
+//   says why, and the file is tried again every minute and at every reload.
+// - Each session announces the gateway online (retained status, with a Will
+//   that says offline) and publishes every configured device's birth (retained).
 //
 // Threads: Start() spawns the uplink thread, which owns the MQTT client, the
-// store reader and all state below. NotifyNewData(), Stop() and counters() are
-// safe from any thread. Tests drive RunOnce() instead of Start().
+// store reader, the priority outbox and all state below. NotifyNewData(),
+// RequestKeyReload(), Stop() and counters() are safe from any thread. Tests
+// drive RunOnce() instead of Start().
 #pragma once
 
 #include <atomic>
@@ -32,18 +45,29 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "agent/core/clock.h"
 #include "agent/uplink/broker_url.h"
 #include "agent/uplink/mqtt_client.h"
+#include "agent/uplink/priority_outbox.h"
+#include "agent/uplink/telemetry.h"
 #include "store/outbox_reader.h"
 #include "store/types.h"
 
 namespace tagrelay::uplink {
 
+// A configured device as the uplink sees it: its birth metadata and its key.
+struct UplinkDevice {
+  std::string id;
+  std::string api_key_file;  // empty: its messages go unsigned
+  std::vector<TagInfo> tags;
+};
+
 struct UplinkOptions {
   std::vector<BrokerUrl> brokers;
+  MqttVersion mqtt_version = MqttVersion::kV5;
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
@@ -51,13 +75,17 @@ struct UplinkOptions {
   std::string gateway;
   std::string client_id;
   std::string topic_prefix = "tagrelay/v1";
+  std::vector<UplinkDevice> devices;
   size_t batch_max_readings = 500;
+  size_t batch_max_bytes = 256 * 1024;
   std::chrono::milliseconds batch_linger{1000};
+  uint64_t backlog_rate = 0;  // bytes/s of historical payload; 0 = no cap
   int max_inflight = 20;
   int keepalive_s = 30;
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds backoff_initial{500};
   std::chrono::milliseconds backoff_max{30000};
+  std::chrono::milliseconds refused_retry{2000};  // first retry of a refused batch
   std::chrono::milliseconds stop_grace{3000};
   std::string version;
   std::string config_digest;
@@ -68,9 +96,14 @@ struct UplinkCounters {
   std::atomic<uint64_t> connects{0};
   std::atomic<uint64_t> connection_failures{0};
   std::atomic<uint64_t> batches_sent{0};
+  std::atomic<uint64_t> payload_bytes_sent{0};  // JSON payloads of every batch sent
+  std::atomic<uint64_t> readings_sent{0};       // readings in those batches, resends included
   std::atomic<uint64_t> readings_acked{0};
+  std::atomic<uint64_t> priority_acked{0};   // alarm events and counter snapshots
   std::atomic<uint64_t> batches_refused{0};  // PUBACK reason >= 0x80
   std::atomic<uint64_t> inflight{0};
+  std::atomic<uint64_t> devices_held{0};  // devices whose key file cannot be used now
+  std::atomic<uint64_t> key_reloads{0};
 };
 
 using AckSink = std::function<void(store::DeliveryAck&&)>;
@@ -83,6 +116,10 @@ class Uplink {
   Uplink(const Uplink&) = delete;
   Uplink& operator=(const Uplink&) = delete;
 
+  // The source of alarm events and counter snapshots. Set before Start(); none
+  // by default.
+  void SetPriorityOutbox(std::unique_ptr<PriorityOutbox> outbox) { priority_ = std::move(outbox); }
+
   void Start();
   // Stops sending, waits up to stop_grace for outstanding acks, marks the
   // gateway offline, disconnects and joins the thread.
@@ -90,6 +127,8 @@ class Uplink {
 
   // The store committed new rows.
   void NotifyNewData();
+  // Re-read the key files (a config reload, or an operator rotated a key).
+  void RequestKeyReload();
 
   // One turn of the loop: act on the state, then wait up to `max_wait` for the
   // network, a notification or the next deadline, and handle what arrived.
@@ -112,17 +151,35 @@ class Uplink {
     MonoTime pending_since{};
     bool maybe_more = true;  // the store may hold live rows at or past live_next
   };
+  // Where one (device, priority stream) stands in this session.
+  struct PriorityCursor {
+    std::string device;
+    Stream stream = Stream::kAlarms;
+    int64_t live_from = 1;
+    int64_t next = 1;
+    bool maybe_more = true;
+  };
   struct InflightBatch {
     std::string device;
+    Stream stream = Stream::kTelemetry;
     int64_t first = 0;
     int64_t last = 0;
     bool historical = false;
+    int refusals = 0;  // how often this range was refused before
   };
   struct RetryRange {
     std::string device;
+    Stream stream = Stream::kTelemetry;
     int64_t first = 0;
     int64_t last = 0;
+    int refusals = 0;
     MonoTime not_before{};
+  };
+  struct DeviceKey {
+    std::string file;
+    std::string key;  // empty while the file cannot be used: the device is held
+    std::string kid;
+    std::string problem;  // the last error, logged once per change
   };
   struct Event {
     enum Kind { kConnected, kLost, kAck } kind;
@@ -135,26 +192,47 @@ class Uplink {
   void Step();
   void StartConnect();
   void HandleEvents();
+  void HandleAck(const Event& e);
   void OnSessionStart();
-  void OnSessionLost(const std::string& why);
+  // Ends the session's state. `penalize`: a failure, which backs off and moves
+  // to the next broker; otherwise the next connect is due at once.
+  void EndSession(const std::string& why, bool penalize);
+  void OnSessionLost(const std::string& why) { EndSession(why, true); }
+  void ReloadKeys(bool at_connect);
+  void ReloadDeviceKeys();
+  const DeviceKey* KeyOf(const std::string& device) const;
+  bool Held(const std::string& device) const;
   void Pump();
   // Adds devices the store knows and this session does not. At session start
   // their stored rows become the backlog; later, a new device's rows are all live.
   bool RefreshDevices(bool session_start);
+  bool RefreshPriority(bool session_start);
   DeviceOutbox* FindDevice(const std::string& name);
   bool WindowOpen() const { return inflight_.size() < static_cast<size_t>(options_.max_inflight); }
+  void SendPriority();
   void SendRetries(MonoTime now);
   void SendLive(DeviceOutbox& d, MonoTime now);
-  void SendHistorical(DeviceOutbox& d);
-  // Publishes the leading run of consecutive seqs of `rows`; returns how many rows it took.
-  size_t PublishRun(DeviceOutbox& d, std::span<const store::StoredReading> rows, bool historical);
+  void SendHistorical(DeviceOutbox& d, MonoTime now);
+  // Publishes the leading run of consecutive seqs of `rows` that fits a batch;
+  // returns how many rows it took (0: nothing was sent).
+  size_t PublishRun(DeviceOutbox& d, std::span<const store::StoredReading> rows, bool historical,
+                    int refusals);
+  size_t PublishPriority(const std::string& device, Stream stream, int64_t from, int64_t to,
+                         bool historical, int refusals);
+  // Signs (if the device has a key) and publishes one batch; false if it was not sent.
+  bool PublishBatch(const InflightBatch& batch, const std::string& payload);
   void PublishStatus(std::string_view state);
+  void PublishBirths();
+  void PublishBirth(const UplinkDevice& device);
+  // Backlog rate cap (a token bucket in bytes): may a historical batch go now?
+  bool BacklogAllowed(MonoTime now);
   std::chrono::milliseconds NextWait(std::chrono::milliseconds max_wait) const;
 
   const UplinkOptions options_;
   std::unique_ptr<MqttClient> client_;
   store::OutboxReader reader_;
   AckSink ack_sink_;
+  std::unique_ptr<PriorityOutbox> priority_;
   const Clock& clock_;
   UplinkCounters counters_;
 
@@ -165,14 +243,23 @@ class Uplink {
   std::chrono::milliseconds backoff_{0};
   std::mt19937_64 rng_{std::random_device{}()};
 
+  std::unordered_map<std::string, DeviceKey> device_keys_;  // devices with a key file
+  std::string gateway_kid_;                                 // of the key the session presented
+  MonoTime key_retry_at_{};
+
   std::vector<DeviceOutbox> devices_;
+  std::vector<PriorityCursor> priority_cursors_;
   size_t rr_ = 0;  // round-robin start, so that no device always goes first
   std::unordered_map<int, InflightBatch> inflight_;
   std::vector<RetryRange> retries_;
   std::vector<Event> events_;
+  std::unordered_set<int> control_mids_;  // status and births: acks that mark no rows
   int status_mid_ = -1;
+  double backlog_tokens_ = 0;  // bytes the backlog may still send; negative: in debt
+  MonoTime backlog_tokens_at_{};
 
   std::atomic<bool> new_data_{true};
+  std::atomic<bool> reload_keys_{false};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

@@ -4,19 +4,15 @@ subscriber that records every telemetry batch.
 
 Runs under Debian's /usr/bin/python3 (python3-paho-mqtt 1.6)."""
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+import reference_receiver
 
 
 def free_port():
@@ -76,34 +72,103 @@ class Workdir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+class Pki:
+    """A private CA made with the openssl command, and certificates it signs
+    (EC P-256, so that generating them is quick)."""
+
+    def __init__(self, workdir, name="ca"):
+        self.dir = os.path.join(workdir.path, name)
+        os.makedirs(os.path.join(self.dir, "newcerts"))
+        open(os.path.join(self.dir, "index.txt"), "w").close()
+        with open(os.path.join(self.dir, "serial"), "w") as f:
+            f.write("1000\n")
+        self.cnf = os.path.join(self.dir, "ca.cnf")
+        with open(self.cnf, "w") as f:
+            f.write(f"""[ca]
+default_ca = tr
+[tr]
+dir = {self.dir}
+database = {self.dir}/index.txt
+new_certs_dir = {self.dir}/newcerts
+serial = {self.dir}/serial
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+""")
+        self.key = os.path.join(self.dir, "ca.key")
+        self.cert = os.path.join(self.dir, "ca.pem")
+        self._run("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-nodes", "-keyout", self.key, "-out", self.cert, "-subj", f"/CN=tagrelay test {name}",
+                  "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def _run(self, *args):
+        subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+
+    def issue(self, name, hosts=(), client=False, expired=False):
+        """Signs a certificate for `name`; returns (cert path, key path)."""
+        key = os.path.join(self.dir, f"{name}.key")
+        csr = os.path.join(self.dir, f"{name}.csr")
+        cert = os.path.join(self.dir, f"{name}.pem")
+        ext = os.path.join(self.dir, f"{name}.ext")
+        san = ",".join(("IP:" if h.replace(".", "").isdigit() else "DNS:") + h for h in hosts)
+        with open(ext, "w") as f:
+            f.write("[ext]\nbasicConstraints=CA:FALSE\n")
+            f.write(f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
+            if san:
+                f.write(f"subjectAltName={san}\n")
+        self._run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                  "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        dates = (["-startdate", "20200101000000Z", "-enddate", "20210101000000Z"] if expired
+                 else ["-days", "30"])
+        self._run("ca", "-batch", "-config", self.cnf, "-cert", self.cert, "-keyfile", self.key,
+                  "-in", csr, "-out", cert, "-notext", "-extfile", ext, "-extensions", "ext", *dates)
+        os.chmod(key, 0o600)
+        return cert, key
+
+
 class Broker:
     """mosquitto on 127.0.0.1:port with password auth and persistence, so that a
-    subscriber's session (and its queued QoS 1 messages) survives a restart."""
+    subscriber's session (and its queued QoS 1 messages) survives a restart.
+    With `tls` (dict: cafile, certfile, keyfile, require_certificate) the
+    listener speaks TLS only; with `acl` (the text of an ACL file) each user
+    may only use the topics it grants."""
 
-    def __init__(self, workdir, users):
+    def __init__(self, workdir, users, tls=None, acl=None, name="mosquitto"):
         self.workdir = workdir
         self.port = free_port()
         self.proc = None
-        pwfile = os.path.join(workdir.path, "passwd")
+        pwfile = os.path.join(workdir.path, f"{name}.passwd")
         open(pwfile, "w").close()
         os.chmod(pwfile, 0o600)
         for user, password in users.items():
             subprocess.run(["mosquitto_passwd", "-b", pwfile, user, password], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.conf = workdir.file("mosquitto.conf", "\n".join([
+        lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous false",
             f"password_file {pwfile}",
             "persistence true",
             f"persistence_location {workdir.path}/",
+            f"persistence_file {name}.db",
             "autosave_interval 1",
             "user root",  # as root, mosquitto would otherwise drop to 'mosquitto' and lose access
             "log_dest stderr",
             "log_type error",
             "log_type warning",
-            "",
-        ]))
-        self.log = os.path.join(workdir.path, "mosquitto.log")
+        ]
+        if tls:
+            lines += [f"cafile {tls['cafile']}", f"certfile {tls['certfile']}",
+                      f"keyfile {tls['keyfile']}", "tls_version tlsv1.2"]
+            if tls.get("require_certificate"):
+                lines.append("require_certificate true")
+        if acl is not None:
+            lines.append(f"acl_file {workdir.file(f'{name}.acl', acl)}")
+        self.conf = workdir.file(f"{name}.conf", "\n".join(lines) + "\n")
+        self.log = os.path.join(workdir.path, f"{name}.log")
 
     def start(self):
         with open(self.log, "a") as log:
@@ -111,9 +176,9 @@ class Broker:
                                          stderr=log)
         wait_port(self.port)
 
-    def stop(self):
+    def stop(self, sig=signal.SIGTERM):
         if self.proc:
-            stop_process(self.proc)
+            stop_process(self.proc, sig)
         self.proc = None
 
 
@@ -160,75 +225,58 @@ class Agent:
 
 
 class Receiver:
-    """An MQTT 5 subscriber with a persistent session that records telemetry
-    batches, dropping duplicates by (device, seq) like a real consumer would."""
+    """The reference receiver (reference_receiver.py) on an MQTT 5 subscription
+    with a persistent session, with the views the tests read: telemetry batches,
+    readings by (device, seq) after dropping duplicates, status messages, and the
+    reasons of rejected messages as `errors`."""
 
-    def __init__(self, port, user, password, topic="tagrelay/v1/#"):
-        self.lock = threading.Lock()
-        self.batches = []          # every telemetry batch, in arrival order, duplicates included
-        self.readings = {}         # (device, seq) -> reading dict, with batch flags
-        self.duplicates = 0
-        self.status = []
-        self.errors = []
-        self.topic = topic
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(client_id=f"receiver-{os.getpid()}-{port}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(user, password)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
-        self.client.loop_start()
+    def __init__(self, port, user, password, topic="tagrelay/v1/#", ca_file=None, keyring=None,
+                 gateway=None):
+        self.core = reference_receiver.ReferenceReceiver(keyring)
+        self.gateway = gateway
+        self.sub = reference_receiver.Subscriber(self.core, "127.0.0.1", port, user, password,
+                                                 ca_file=ca_file, topic=topic)
+        self.subscribed = self.sub.subscribed
 
-    def _on_connect(self, client, userdata, flags, rc, properties=None):
-        if rc == 0:
-            client.subscribe(self.topic, qos=1)
-            self.subscribed.set()
+    @property
+    def errors(self):
+        with self.core.lock:
+            return [f"{t}: {r}" for t, r in self.core.rejected]
 
-    def _on_message(self, client, userdata, msg):
-        try:
-            payload = json.loads(msg.payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            with self.lock:
-                self.errors.append(f"{msg.topic}: not JSON: {e}")
-            return
-        with self.lock:
-            if msg.topic.endswith("/status"):
-                self.status.append(payload)
-            elif msg.topic.endswith("/telemetry"):
-                self._record_batch(msg.topic, payload)
+    @property
+    def status(self):
+        with self.core.lock:
+            return list(self.core.status)
 
-    def _record_batch(self, topic, b):
-        self.batches.append(b)
-        n = b["seq_last"] - b["seq_first"] + 1
-        if n != len(b["readings"]):
-            self.errors.append(f"{topic}: seq {b['seq_first']}..{b['seq_last']} "
-                               f"but {len(b['readings'])} readings")
-        for i, r in enumerate(b["readings"]):
-            key = (b["device"], b["seq_first"] + i)
-            if key in self.readings:
-                self.duplicates += 1
-                continue
-            self.readings[key] = dict(r, seq=key[1], historical=b["historical"])
+    @property
+    def duplicates(self):
+        with self.core.lock:
+            return self.core.duplicates
 
-    def seqs(self, device):
-        with self.lock:
-            return sorted(s for (d, s) in self.readings if d == device)
+    def births(self):
+        with self.core.lock:
+            return dict(self.core.births)
+
+    def seqs(self, device, stream="telemetry"):
+        with self.core.lock:
+            return sorted(s for (g, d, k, s) in self.core.records
+                          if d == device and k == stream and self.gateway in (None, g))
 
     def snapshot(self):
-        with self.lock:
-            return list(self.batches), dict(self.readings)
+        """(telemetry batches in arrival order, {(device, seq): reading with its batch's flags})."""
+        with self.core.lock:
+            batches = [b for kind, b in self.core.batches if kind == "telemetry"]
+            readings = {(d, s): dict(r, seq=s) for (g, d, k, s), r in self.core.records.items()
+                        if k == "telemetry" and self.gateway in (None, g)}
+        return batches, readings
 
     def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.sub.close()
 
 
 def write_agent_config(workdir, gateway, broker_port, sim_port, key_file, poll="100ms",
-                       linger="200ms", extra_uplink=""):
+                       linger="200ms", extra_uplink="", url=None, extra_device="",
+                       insecure=True):
     return workdir.file("tagrelay.toml", f"""
 [gateway]
 id = "{gateway}"
@@ -238,8 +286,8 @@ data_dir = "{workdir.path}/data"
 commit_interval = "50ms"
 
 [uplink]
-url = "mqtt://127.0.0.1:{broker_port}"
-insecure = true
+url = "{url or f'mqtt://127.0.0.1:{broker_port}'}"
+insecure = {'true' if insecure else 'false'}
 api_key_file = "{key_file}"
 batch_linger = "{linger}"
 {extra_uplink}
@@ -255,6 +303,7 @@ timeout = "500ms"
 id = "sim-1"
 bus = "sim"
 poll = "{poll}"
+{extra_device}
 
   [[device.tag]]
   name = "counter"

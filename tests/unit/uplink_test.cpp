@@ -8,7 +8,10 @@
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/log.h"
+#include "agent/uplink/signing.h"
 #include "fakes/fake_mqtt_client.h"
+#include "fakes/fake_priority_outbox.h"
 #include "fakes/sequencing.h"
 #include "fakes/temp_dir.h"
 #include "store/outbox_reader.h"
@@ -48,6 +51,48 @@ class UplinkTest : public ::testing::Test {
     options_.backoff_max = milliseconds(400);
   }
 
+  void TearDown() override {
+    if (capturing_) SetLogSink([](const LogEvent&) {});
+  }
+
+  // Records the uplink's log lines from now on (the tests are single-threaded).
+  void CaptureLogs() {
+    capturing_ = true;
+    SetLogSink([this](const LogEvent& e) {
+      logs_.push_back(std::string(LogLevelName(e.level)) + " " + std::string(e.device) + ": " +
+                      std::string(e.message));
+    });
+  }
+  bool Logged(const std::string& text) const {
+    for (const std::string& l : logs_) {
+      if (l.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  std::string WriteKey(const std::string& name, const std::string& key, mode_t mode = 0600) {
+    const std::string path = dir_.File(name);
+    std::ofstream(path) << key << "\n";
+    chmod(path.c_str(), mode);
+    return path;
+  }
+
+  // Published messages whose topic ends with `suffix`.
+  std::vector<FakeMqttClient::Published> On(const std::string& suffix) const {
+    std::vector<FakeMqttClient::Published> out;
+    for (const auto& p : mqtt_->published) {
+      if (p.topic.ends_with(suffix)) out.push_back(p);
+    }
+    return out;
+  }
+
+  static std::string Prop(const FakeMqttClient::Published& p, const std::string& key) {
+    for (const UserProperty& u : p.properties) {
+      if (u.key == key) return u.value;
+    }
+    return {};
+  }
+
   void Build() {
     auto client = std::make_unique<FakeMqttClient>();
     mqtt_ = client.get();
@@ -60,6 +105,11 @@ class UplinkTest : public ::testing::Test {
           ASSERT_TRUE(store::Sequencer(*store_).Write({a}).ok());
         },
         clock_);
+    if (with_priority_) {
+      auto outbox = std::make_unique<FakePriorityOutbox>();
+      priority_ = outbox.get();
+      uplink_->SetPriorityOutbox(std::move(outbox));
+    }
   }
 
   void Store(const std::string& device, int n) {
@@ -87,6 +137,10 @@ class UplinkTest : public ::testing::Test {
   FakeMqttClient* mqtt_ = nullptr;
   std::unique_ptr<Uplink> uplink_;
   std::vector<store::DeliveryAck> acks_;
+  bool with_priority_ = false;
+  FakePriorityOutbox* priority_ = nullptr;
+  bool capturing_ = false;
+  std::vector<std::string> logs_;
 };
 
 TEST_F(UplinkTest, RowsAreReportedDeliveredOnlyOnPuback) {
@@ -308,6 +362,313 @@ TEST_F(UplinkTest, AKeyFileOthersCanReadIsRefusedAndNothingConnects) {
   Turn(3);
   EXPECT_TRUE(mqtt_->connects.empty());
   EXPECT_GE(uplink_->counters().connection_failures.load(), 1u);
+}
+
+TEST_F(UplinkTest, AcksInAnyOrderMarkExactlyTheirBatchesAndAWithheldAckMarksNothing) {
+  options_.batch_max_readings = 10;
+  options_.max_inflight = 5;
+  Store("d", 50);
+  Build();
+  Connect();
+  auto sent = mqtt_->Telemetry();
+  ASSERT_EQ(sent.size(), 5u);
+  // The broker answers out of order and keeps the second batch's ack back.
+  mqtt_->Ack(sent[4].mid);
+  mqtt_->Ack(sent[0].mid);
+  mqtt_->Ack(sent[3].mid);
+  mqtt_->Ack(sent[2].mid, 0x87);  // not authorized: not delivered
+  Turn();
+  std::vector<std::pair<int64_t, int64_t>> marked;
+  for (const auto& a : acks_) marked.emplace_back(a.seq_first, a.seq_last);
+  EXPECT_EQ(marked, (std::vector<std::pair<int64_t, int64_t>>{{41, 50}, {1, 10}, {31, 40}}));
+  EXPECT_EQ(uplink_->counters().batches_refused.load(), 1u);
+  EXPECT_EQ(uplink_->inflight(), 1u) << "the withheld batch is still awaited";
+
+  // The connection drops before the withheld ack: 11..20 and the refused 21..30
+  // were never acknowledged, so they are sent again and only then marked.
+  mqtt_->Drop();
+  Turn();
+  clock_.Advance(milliseconds(500));
+  Turn(2);
+  ASSERT_TRUE(uplink_->connected());
+  std::vector<std::pair<int64_t, int64_t>> resent;
+  for (const auto& p : mqtt_->Telemetry()) {
+    if (p.mid > sent.back().mid) {
+      resent.emplace_back(IntField(p.payload, "seq_first"), IntField(p.payload, "seq_last"));
+    }
+  }
+  EXPECT_EQ(resent, (std::vector<std::pair<int64_t, int64_t>>{{11, 20}, {21, 30}}));
+}
+
+TEST_F(UplinkTest, RefusedBatchesBackOffLongerAtEveryRefusal) {
+  options_.refused_retry = milliseconds(1000);
+  options_.backoff_max = milliseconds(60000);
+  Store("d", 5);
+  Build();
+  Connect();
+  // Refuse the batch three times; the wait before each resend at least doubles.
+  std::vector<int64_t> waits;
+  for (int refusal = 0; refusal < 3; ++refusal) {
+    const size_t before = mqtt_->Telemetry().size();
+    mqtt_->Ack(mqtt_->Telemetry().back().mid, 0x80);
+    Turn();
+    int64_t waited = 0;
+    while (mqtt_->Telemetry().size() == before && waited < 100000) {
+      clock_.Advance(milliseconds(100));
+      waited += 100;
+      Turn();
+    }
+    waits.push_back(waited);
+  }
+  ASSERT_EQ(waits.size(), 3u);
+  EXPECT_GE(waits[0], 500);
+  EXPECT_LE(waits[0], 1000);
+  EXPECT_GE(waits[1], 1000);
+  EXPECT_LE(waits[1], 2000);
+  EXPECT_GE(waits[2], 2000);
+  EXPECT_LE(waits[2], 4000);
+  EXPECT_TRUE(acks_.empty());
+  EXPECT_EQ(uplink_->counters().batches_refused.load(), 3u);
+}
+
+TEST_F(UplinkTest, BatchesCloseOnTheByteBound) {
+  options_.batch_max_bytes = 1024;
+  options_.max_inflight = 100;
+  Store("d", 100);
+  Build();
+  Connect();
+  auto sent = mqtt_->Telemetry();
+  ASSERT_GT(sent.size(), 5u);
+  int64_t next = 1;
+  for (const auto& p : sent) {
+    EXPECT_LE(p.payload.size(), 1024u);
+    EXPECT_EQ(IntField(p.payload, "seq_first"), next);
+    next = IntField(p.payload, "seq_last") + 1;
+  }
+  mqtt_->AckAll();
+  Turn(3);
+  int64_t acked = 0;
+  for (const auto& a : acks_) acked += a.seq_last - a.seq_first + 1;
+  EXPECT_EQ(acked, 100);
+}
+
+TEST_F(UplinkTest, TheBacklogIsRateCappedButLiveDataIsNot) {
+  options_.batch_max_readings = 10;
+  options_.batch_max_bytes = 1024;
+  options_.max_inflight = 100;
+  options_.backlog_rate = 2000;  // bytes/s
+  Store("d", 200);               // backlog: 20 batches of about 700 bytes
+  Build();
+  Connect();
+  mqtt_->AckAll();
+  Turn();
+  const auto bytes = [&](bool historical) {
+    size_t n = 0;
+    for (const auto& p : mqtt_->Telemetry()) {
+      if (Historical(p.payload) == historical) n += p.payload.size();
+    }
+    return n;
+  };
+  const size_t first = bytes(true);
+  EXPECT_GT(first, 0u);
+  EXPECT_LE(first, 2000u + 1024u) << "a burst of at most one bucket";
+  for (int i = 0; i < 10; ++i) {
+    clock_.Advance(milliseconds(500));
+    mqtt_->AckAll();
+    Turn();
+  }
+  // Five seconds at 2000 bytes/s, plus the first bucket.
+  EXPECT_LE(bytes(true), 5 * 2000u + 2000u + 1024u);
+  EXPECT_GE(bytes(true), 5 * 2000u - 1024u);
+
+  Store("d", 30);  // live rows: three full batches go at once, whatever the backlog's budget
+  Turn();
+  size_t live = 0;
+  for (const auto& p : mqtt_->Telemetry()) live += Historical(p.payload) ? 0 : 1;
+  EXPECT_EQ(live, 3u);
+}
+
+TEST_F(UplinkTest, AlarmEventsGoAheadOfTelemetryAndAreReportedToTheOutbox) {
+  with_priority_ = true;
+  options_.max_inflight = 2;
+  options_.batch_max_readings = 10;
+  Store("d", 40);
+  Build();
+  AlarmEvent e;
+  e.alarm = "overvoltage-l1";
+  e.tag = "t";
+  e.kind = "high";
+  e.severity = "major";
+  e.value = 251.0;
+  priority_->AddAlarm("d", e);
+  Connect();
+  ASSERT_EQ(On("/d/alarms").size(), 1u);
+  EXPECT_EQ(mqtt_->Telemetry().size(), 1u) << "the alarm took one of the two window slots";
+  EXPECT_TRUE(Historical(On("/d/alarms")[0].payload))
+      << "stored before the session began: historical";
+
+  // A new alarm while the window is full goes out before the waiting telemetry.
+  priority_->AddAlarm("d", e);
+  priority_->AddCounter("d", CounterSnapshot{0, "pump-hours", 0, 3600, 2});
+  uplink_->NotifyNewData();
+  mqtt_->Ack(mqtt_->Telemetry()[0].mid);
+  Turn();
+  ASSERT_EQ(On("/d/alarms").size(), 2u);
+  EXPECT_EQ(IntField(On("/d/alarms")[1].payload, "seq_first"), 2);
+  EXPECT_FALSE(Historical(On("/d/alarms")[1].payload));
+  EXPECT_EQ(mqtt_->Telemetry().size(), 1u);
+
+  mqtt_->Ack(On("/d/alarms")[0].mid);
+  mqtt_->Ack(On("/d/alarms")[1].mid);
+  Turn();
+  ASSERT_EQ(On("/d/counters").size(), 1u) << "counter snapshots are priority too";
+  ASSERT_EQ(priority_->deliveries.size(), 2u);
+  EXPECT_EQ(priority_->deliveries[0].stream, Stream::kAlarms);
+  EXPECT_EQ(priority_->deliveries[0].first, 1);
+  EXPECT_EQ(priority_->deliveries[1].first, 2);
+  EXPECT_EQ(uplink_->counters().priority_acked.load(), 2u);
+  ASSERT_EQ(acks_.size(), 1u) << "alarm acks do not go to the readings' ack sink";
+  EXPECT_EQ(acks_[0].seq_last, 10);
+}
+
+TEST_F(UplinkTest, ARefusedAlarmBatchStaysUndeliveredAndIsRetried) {
+  with_priority_ = true;
+  Build();
+  AlarmEvent e;
+  e.alarm = "a";
+  e.kind = "comm_loss";
+  e.severity = "minor";
+  priority_->AddAlarm("d", e);
+  Connect();
+  ASSERT_EQ(On("/d/alarms").size(), 1u);
+  mqtt_->Ack(On("/d/alarms")[0].mid, 0x97);
+  Turn();
+  EXPECT_TRUE(priority_->deliveries.empty());
+  clock_.Advance(options_.refused_retry);
+  Turn();
+  ASSERT_EQ(On("/d/alarms").size(), 2u);
+  mqtt_->Ack(On("/d/alarms")[1].mid);
+  Turn();
+  ASSERT_EQ(priority_->deliveries.size(), 1u);
+  EXPECT_EQ(priority_->deliveries[0].last, 1);
+}
+
+TEST_F(UplinkTest, ADeviceWithAKeySignsEveryMessage) {
+  options_.devices.push_back(
+      UplinkDevice{"d", WriteKey("d.key", "device-d-key"), {{"t", "uint16", "V", ""}}});
+  options_.devices.push_back(UplinkDevice{"e", "", {{"u", "int16", "", ""}}});
+  Store("d", 3);
+  Store("e", 3);
+  Build();
+  Connect();
+  const auto check = [&](const FakeMqttClient::Published& p) {
+    EXPECT_EQ(Prop(p, "kid"), KeyId("device-d-key")) << p.topic;
+    EXPECT_EQ(Prop(p, "sig"), Sign("device-d-key", p.topic, p.payload)) << p.topic;
+  };
+  ASSERT_EQ(On("/d/telemetry").size(), 1u);
+  check(On("/d/telemetry")[0]);
+  ASSERT_EQ(On("/d/birth").size(), 1u);
+  check(On("/d/birth")[0]);
+  EXPECT_TRUE(On("/d/birth")[0].retain);
+  EXPECT_NE(On("/d/birth")[0].payload.find(R"({"name":"t","type":"uint16","unit":"V"})"),
+            std::string::npos);
+  ASSERT_EQ(On("/e/telemetry").size(), 1u);
+  EXPECT_TRUE(On("/e/telemetry")[0].properties.empty()) << "a device without a key: unsigned";
+  ASSERT_EQ(On("/e/birth").size(), 1u);
+}
+
+TEST_F(UplinkTest, ADeviceWhoseKeyFileIsUnusableIsHeldUntilTheKeyIsFixed) {
+  CaptureLogs();
+  const std::string key = WriteKey("d.key", "device-d-key", 0644);
+  options_.devices.push_back(UplinkDevice{"d", key, {}});
+  options_.devices.push_back(UplinkDevice{"e", "", {}});
+  Store("d", 3);
+  Store("e", 3);
+  Build();
+  Connect();
+  EXPECT_TRUE(On("/d/telemetry").empty());
+  EXPECT_TRUE(On("/d/birth").empty());
+  EXPECT_EQ(On("/e/telemetry").size(), 1u) << "other devices are not held back";
+  EXPECT_EQ(uplink_->counters().devices_held.load(), 1u);
+  EXPECT_TRUE(Logged("d: signing key: key file " + key + " has mode 0644"));
+  EXPECT_FALSE(Logged("device-d-key"));
+
+  chmod(key.c_str(), 0600);
+  uplink_->RequestKeyReload();
+  Turn();
+  EXPECT_EQ(uplink_->counters().devices_held.load(), 0u);
+  ASSERT_EQ(On("/d/birth").size(), 1u);
+  ASSERT_EQ(On("/d/telemetry").size(), 1u);
+  EXPECT_EQ(Prop(On("/d/telemetry")[0], "sig"),
+            Sign("device-d-key", On("/d/telemetry")[0].topic, On("/d/telemetry")[0].payload));
+}
+
+TEST_F(UplinkTest, ARotatedDeviceKeyIsUsedAfterAReload) {
+  const std::string key = WriteKey("d.key", "old-key");
+  options_.devices.push_back(UplinkDevice{"d", key, {}});
+  options_.batch_linger = milliseconds(0);
+  Build();
+  Connect();
+  Store("d", 1);
+  Turn();
+  ASSERT_EQ(On("/d/telemetry").size(), 1u);
+  EXPECT_EQ(Prop(On("/d/telemetry")[0], "kid"), KeyId("old-key"));
+  WriteKey("d.key", "new-key");
+  uplink_->RequestKeyReload();
+  Store("d", 1);
+  Turn();
+  ASSERT_EQ(On("/d/telemetry").size(), 2u);
+  EXPECT_EQ(Prop(On("/d/telemetry")[1], "kid"), KeyId("new-key"));
+  EXPECT_EQ(mqtt_->connects.size(), 1u) << "a device key needs no new session";
+}
+
+TEST_F(UplinkTest, AChangedGatewayKeyStartsANewSessionAtOnceOnReload) {
+  CaptureLogs();
+  options_.api_key_file = WriteKey("gw.key", "first-key");
+  Build();
+  Connect();
+  uplink_->RequestKeyReload();
+  Turn();
+  EXPECT_EQ(mqtt_->connects.size(), 1u) << "same key: the session goes on";
+
+  WriteKey("gw.key", "second-key");
+  uplink_->RequestKeyReload();
+  Turn(2);  // no clock advance: no backoff for a planned reconnect
+  ASSERT_EQ(mqtt_->connects.size(), 2u);
+  EXPECT_EQ(mqtt_->connects[1].password, "second-key");
+  EXPECT_TRUE(uplink_->connected());
+  EXPECT_EQ(uplink_->counters().connection_failures.load(), 0u);
+  EXPECT_TRUE(Logged("gateway API key changed (key id " + KeyId("second-key") + ")"));
+  for (const std::string& l : logs_) {
+    EXPECT_EQ(l.find("first-key"), std::string::npos) << l;
+    EXPECT_EQ(l.find("second-key"), std::string::npos) << l;
+  }
+}
+
+TEST_F(UplinkTest, ARefusedConnectionSaysWhatToCheck) {
+  CaptureLogs();
+  Build();
+  mqtt_->connack_reason = 0x86;
+  Turn(2);
+  EXPECT_FALSE(uplink_->connected());
+  EXPECT_TRUE(Logged("broker refused the connection: Not authorized (0x86)"));
+  EXPECT_TRUE(Logged("check api_key_file"));
+}
+
+TEST_F(UplinkTest, BrokersAreTriedInTurnAfterFailures) {
+  options_.brokers.push_back(*BrokerUrl::Parse("mqtts://backup.example:8883"));
+  Build();
+  mqtt_->refuse_connect = true;
+  Turn();
+  clock_.Advance(milliseconds(401));
+  Turn();
+  clock_.Advance(milliseconds(401));
+  Turn();
+  ASSERT_EQ(mqtt_->connects.size(), 3u);
+  EXPECT_EQ(mqtt_->connects[0].host, "127.0.0.1");
+  EXPECT_EQ(mqtt_->connects[1].host, "backup.example");
+  EXPECT_TRUE(mqtt_->connects[1].tls);
+  EXPECT_EQ(mqtt_->connects[2].host, "127.0.0.1");
 }
 
 }  // namespace
