@@ -51,10 +51,15 @@ struct UplinkConfig {
 
 struct BusConfig {
   std::string name;
-  std::string type;  // "tcp"
-  std::string host;
+  std::string type;  // "tcp", "rtu" or "rtu-over-tcp"
+  std::string host;  // tcp, rtu-over-tcp
   uint16_t port = 502;
+  modbus::SerialSpec serial;  // rtu: serial.device is the config's `port`
   std::chrono::milliseconds timeout{500};
+  int retries = 1;
+  std::chrono::milliseconds backoff_max{30000};
+
+  modbus::EndpointSpec Endpoint() const;
 };
 
 struct DeviceConfig {
@@ -62,7 +67,10 @@ struct DeviceConfig {
   std::string bus;
   int unit = 1;
   std::chrono::milliseconds poll{1000};
+  modbus::PlanLimits limits;
   std::vector<modbus::TagSpec> tags;
+
+  modbus::DeviceSpec Spec() const;
 };
 
 struct Config {
@@ -76,6 +84,8 @@ struct Config {
 
   // data_dir + "/tagrelay.db"
   std::string StorePath() const;
+  // The bus named `name`, or nullptr.
+  const BusConfig* FindBus(std::string_view name) const;
 };
 
 struct ConfigError {
