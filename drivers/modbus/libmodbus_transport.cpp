@@ -241,7 +241,9 @@ Status LibmodbusTransport::Read(int unit, Table table, uint16_t address, uint16_
     WaitForQuietLine(deadline);
     deadline = Clock::now() + spec_.timeout + 8 * CharacterTime(spec_.serial.baud);
   }
-  Drain();
+  // TCP needs no sweep: a late reply names its transaction, and any other
+  // leftover was swept when the exchange it broke failed.
+  if (framing_ == Framing::kRtu) Drain();
   TR_RETURN_IF_ERROR(Send(req));
   ReplyCheck reply;
   TR_RETURN_IF_ERROR(Receive(req, deadline, &reply));

@@ -7,10 +7,11 @@
 // CRC). This class builds the requests and checks every reply against the
 // request (frame.h), so that nothing but the answer to the question asked is
 // ever returned as data:
-//   - input left over from an earlier exchange is discarded before each request;
 //   - TCP: a late reply to an earlier, timed-out request is recognised by its
 //     transaction id and skipped; after 3 timeouts in a row the connection is
 //     closed and opened again, in case the peer dropped it silently;
+//   - RTU: input left over from an earlier exchange is discarded before each
+//     request (TCP: after an exchange that failed);
 //   - RTU: a reply does not name its address, so after a timeout the unit is
 //     asked nothing else until one more timeout has passed (its late reply,
 //     if any, is discarded); a retry of the same request does not wait;

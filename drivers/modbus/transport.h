@@ -11,9 +11,9 @@
 //                                   wrong unit id, function code or byte count, too long
 //   kUnavailable  "not-connected"   the link is down (Connect() failed or was lost)
 //   kIOError      "io"              any other transport error
-// A reply is never taken for the answer to another request: input left over
-// from an earlier exchange is discarded before each request. Details for
-// operators go to the log (last_error()), not into the token.
+// A reply is never taken for the answer to another request (how, depends on
+// the framing: see libmodbus_transport.h). Details for operators go to the
+// log (last_error()), not into the token.
 //
 // Threads: a transport is owned by exactly one poller thread and is not thread safe.
 #pragma once
