@@ -25,6 +25,32 @@ namespace tagrelay {
 
 std::string Config::StorePath() const { return gateway.data_dir + "/tagrelay.db"; }
 
+const BusConfig* Config::FindBus(std::string_view name) const {
+  for (const BusConfig& b : buses) {
+    if (b.name == name) return &b;
+  }
+  return nullptr;
+}
+
+modbus::EndpointSpec BusConfig::Endpoint() const {
+  modbus::EndpointSpec e;
+  e.name = name;
+  e.type = type == "rtu"            ? modbus::BusType::kRtu
+           : type == "rtu-over-tcp" ? modbus::BusType::kRtuOverTcp
+                                    : modbus::BusType::kTcp;
+  e.host = host;
+  e.port = port;
+  e.serial = serial;
+  e.timeout = timeout;
+  e.retries = retries;
+  e.backoff_max = backoff_max;
+  return e;
+}
+
+modbus::DeviceSpec DeviceConfig::Spec() const {
+  return modbus::DeviceSpec{id, unit, poll, tags, limits};
+}
+
 std::string ConfigError::ToString() const {
   std::string out = file;
   if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
@@ -551,66 +577,216 @@ std::vector<const toml::table*> ArrayOfTables(Parser& p, const toml::table& pare
 }
 
 std::vector<BusConfig> ParseBuses(Parser& p, const toml::table& root) {
+  static constexpr std::string_view kSerialKeys[] = {"baud",      "parity", "data_bits",
+                                                     "stop_bits", "rs485",  "rts"};
   std::vector<BusConfig> buses;
   for (const toml::table* t : ArrayOfTables(p, root, "bus", "bus")) {
     Section s(p, *t, "bus", "[[bus]]");
     BusConfig b;
     if (auto v = s.Name("name")) b.name = *v;
     if (auto v = s.Str("type", true)) {
-      if (*v == "tcp") {
+      if (*v == "tcp" || *v == "rtu" || *v == "rtu-over-tcp") {
         b.type = *v;
-      } else if (*v == "rtu" || *v == "rtu-over-tcp") {
-        s.Bad("type", "'" + *v + "' is not supported by this version",
-              "this version polls Modbus TCP: type = \"tcp\"");
       } else {
-        s.Bad("type", "'" + *v + "' is not a bus type", "use \"tcp\"");
+        s.Bad("type", "'" + *v + "' is not a bus type", "use \"tcp\", \"rtu\" or \"rtu-over-tcp\"");
       }
     }
-    if (auto v = s.Str("host", true)) {
-      if (v->empty()) {
-        s.Bad("host", "must not be empty");
-      } else {
-        b.host = *v;
+    if (b.type == "rtu") {
+      if (s.Node("host") != nullptr) {
+        s.Bad("host", "applies to tcp and rtu-over-tcp buses", "a serial bus names its port");
+      }
+      const toml::node* port = s.Node("port");
+      if (port != nullptr && !port->is_string()) {
+        s.Bad("port", "a serial bus's port is the path of its device",
+              "e.g. port = \"/dev/ttyUSB0\"");
+      } else if (auto v = s.Str("port", true)) {
+        if (v->empty() || (*v)[0] != '/') {
+          s.Bad("port", "'" + *v + "' is not an absolute path", "e.g. port = \"/dev/ttyS1\"");
+        } else {
+          b.serial.device = *v;
+        }
+      }
+      if (auto v = s.Int("baud", 1, 4'000'000)) {
+        if (!modbus::IsSupportedBaud(static_cast<int>(*v)) || *v < 1200 || *v > 921600) {
+          s.Bad("baud", std::to_string(*v) + " is not a standard baud rate",
+                "e.g. 9600, 19200, 38400, 57600, 115200");
+        } else {
+          b.serial.baud = static_cast<int>(*v);
+        }
+      }
+      if (auto v = s.Choice("parity", {"none", "even", "odd"})) {
+        b.serial.parity = *v == "none"  ? modbus::Parity::kNone
+                          : *v == "odd" ? modbus::Parity::kOdd
+                                        : modbus::Parity::kEven;
+      }
+      if (auto v = s.Int("data_bits", 7, 8)) b.serial.data_bits = static_cast<int>(*v);
+      if (auto v = s.Int("stop_bits", 1, 2)) b.serial.stop_bits = static_cast<int>(*v);
+      if (auto v = s.Bool("rs485")) b.serial.rs485 = *v;
+      if (auto v = s.Choice("rts", {"none", "up", "down"})) {
+        b.serial.rts = *v == "up"     ? modbus::RtsMode::kUp
+                       : *v == "down" ? modbus::RtsMode::kDown
+                                      : modbus::RtsMode::kNone;
+      }
+    } else if (!b.type.empty()) {
+      if (auto v = s.Str("host", true)) {
+        if (v->empty()) {
+          s.Bad("host", "must not be empty");
+        } else {
+          b.host = *v;
+        }
+      }
+      if (auto v = s.Int("port", 1, 65535)) b.port = static_cast<uint16_t>(*v);
+      for (std::string_view key : kSerialKeys) {
+        if (s.Node(key) != nullptr) {
+          s.Bad(key, "applies to rtu buses only",
+                b.type == "rtu-over-tcp" ? "the serial server sets the line up" : "");
+        }
       }
     }
-    if (auto v = s.Int("port", 1, 65535)) b.port = static_cast<uint16_t>(*v);
     if (auto v = s.Duration("timeout", milliseconds(10), milliseconds(60000))) b.timeout = *v;
+    if (auto v = s.Int("retries", 0, 5)) b.retries = static_cast<int>(*v);
+    if (auto v = s.Duration("backoff_max", milliseconds(1000), milliseconds(3'600'000)))
+      b.backoff_max = *v;
     buses.push_back(std::move(b));
   }
   return buses;
 }
 
-modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const std::string& device) {
-  Section s(p, t, "device.tag", "[[device.tag]] of device '" + device + "'");
+// The table and address of a tag: `table` + `address`, or `register`.
+void ParseTagAddress(Section& s, modbus::TagSpec* tag, bool* ok) {
+  std::optional<modbus::Table> table;
+  if (auto v = s.Choice("table", {"coil", "discrete", "input", "holding"})) {
+    table = modbus::ParseTable(*v);
+  } else if (s.Node("table") != nullptr) {
+    *ok = false;
+  }
+  const toml::node* reg = s.Node("register");
+  if (reg == nullptr) {
+    if (table) tag->table = *table;
+    if (auto v = s.Int("address", 0, 65535, /*required=*/true)) {
+      tag->address = static_cast<uint16_t>(*v);
+    } else {
+      *ok = false;
+    }
+    return;
+  }
+  *ok = false;
+  std::string digits;
+  if (reg->is_integer()) {
+    digits = std::to_string(*reg->value<int64_t>());
+  } else if (reg->is_string()) {
+    digits = *reg->value<std::string>();
+  } else {
+    s.Bad("register", "expected a register number such as \"40001\"");
+    return;
+  }
+  if (s.Node("address") != nullptr) {
+    s.Bad("register", "give either address (with table) or register, not both");
+    return;
+  }
+  const std::optional<modbus::RegisterNumber> r = modbus::ParseRegisterNumber(digits);
+  if (!r) {
+    s.Bad("register", "'" + digits + "' is not a register number",
+          "5 digits such as \"40001\" or 6 such as \"400001\": a table digit (0 coil, 1 discrete, "
+          "3 input, 4 holding), then the 1-based number; coils as strings (\"00001\")");
+    return;
+  }
+  if (table && *table != r->table) {
+    s.Bad("register", "register " + digits + " is in the " +
+                          std::string(modbus::TableName(r->table)) + " table, but table = \"" +
+                          std::string(modbus::TableName(*table)) + "\"");
+    return;
+  }
+  tag->table = r->table;
+  tag->address = r->address;
+  *ok = true;
+}
+
+modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const DeviceConfig& device) {
+  Section s(p, t, "device.tag", "[[device.tag]] of device '" + device.id + "'");
+  const size_t errors_before = p.errors().size();
   modbus::TagSpec tag;
   if (auto v = s.Name("name")) tag.name = *v;
-  if (auto v = s.Choice("table", {"holding", "input"})) tag.table = *modbus::ParseTable(*v);
-  if (auto v = s.Choice("type", {"int16", "uint16", "float32"}))
-    tag.type = *modbus::ParseDataType(*v);
-  if (auto v = s.Choice("order", {"ABCD"})) tag.order = *modbus::ParseWordOrder(*v);
-  if (auto v = s.Int("address", 0, 65535, /*required=*/true)) {
-    const int64_t last = *v + modbus::RegisterCount(tag.type) - 1;
-    if (last > 65535) {
-      s.Bad("address", "a " + std::string(modbus::DataTypeName(tag.type)) + " at " +
-                           std::to_string(*v) + " runs past the last register (65535)");
+  bool located = true;
+  ParseTagAddress(s, &tag, &located);
+  const bool bits = modbus::IsBitTable(tag.table);
+  if (bits) tag.type = modbus::DataType::kBool;
+  if (auto v = s.Choice("type", {"bool", "bit", "int16", "uint16", "int32", "uint32", "int64",
+                                 "uint64", "float32", "float64", "string"})) {
+    if (bits && *v != "bool") {
+      s.Bad("type", "a " + std::string(modbus::TableName(tag.table)) +
+                        " holds one bit: its type is bool, not " + *v);
     } else {
-      tag.address = static_cast<uint16_t>(*v);
+      tag.type = *modbus::ParseDataType(*v);
     }
   }
-  if (auto v = s.Float("scale")) {
+  if (auto v = s.Str("order")) {
+    bool eight = false;
+    const std::optional<modbus::WordOrder> o = modbus::ParseWordOrder(*v, &eight);
+    if (!o) {
+      s.Bad("order", "'" + *v + "' is not a byte order",
+            "ABCD, CDAB, BADC or DCBA (8-byte types also ABCDEFGH, GHEFCDAB, BADCFEHG, HGFEDCBA)");
+    } else if (bits) {
+      s.Bad("order", "does not apply to a " + std::string(modbus::TableName(tag.table)));
+    } else if (eight && modbus::RegisterCount(tag.type) != 4) {
+      s.Bad("order", "'" + *v + "' is an 8-byte order; a " +
+                         std::string(modbus::DataTypeName(tag.type)) +
+                         " takes ABCD, CDAB, BADC or DCBA");
+    } else {
+      tag.order = *o;
+    }
+  }
+  if (auto v = s.Int("bit", 0, 15)) {
+    if (tag.type != modbus::DataType::kBit) {
+      s.Bad("bit", "applies to type = \"bit\" only");
+    } else {
+      tag.bit = static_cast<uint8_t>(*v);
+    }
+  } else if (tag.type == modbus::DataType::kBit && s.Node("bit") == nullptr) {
+    s.Missing("bit", "type = \"bit\" reads one bit of the register: bit = 0..15");
+  }
+  if (auto v = s.Int("length", 1, 250)) {
+    if (tag.type != modbus::DataType::kString) {
+      s.Bad("length", "applies to type = \"string\" only");
+    } else {
+      tag.length = static_cast<uint16_t>(*v);
+    }
+  } else if (tag.type == modbus::DataType::kString && s.Node("length") == nullptr) {
+    s.Missing("length", "a string needs its length in bytes: length = 1..250");
+  }
+  const bool numeric = modbus::IsNumeric(tag.type);
+  const auto number = [&](std::string_view key) -> std::optional<double> {
+    std::optional<double> v = s.Float(key);
+    if (v && !numeric) {
+      s.Bad(key,
+            "applies to numeric types only, not " + std::string(modbus::DataTypeName(tag.type)));
+      return std::nullopt;
+    }
+    return v;
+  };
+  if (auto v = number("scale")) {
     if (*v == 0.0) {
       s.Bad("scale", "must not be 0", "a scale of 0 turns every value into the offset");
     } else {
       tag.scale = *v;
     }
   }
-  if (auto v = s.Float("offset")) tag.offset = *v;
+  if (auto v = number("offset")) tag.offset = *v;
   if (auto v = s.Str("unit")) tag.unit = *v;
-  if (auto v = s.Float("deadband")) {
+  if (auto v = number("deadband")) {
     if (*v < 0) {
       s.Bad("deadband", "must not be negative");
     } else {
       tag.deadband = *v;
+    }
+  }
+  if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) tag.poll = *v;
+  if (located && p.errors().size() == errors_before) {
+    std::string key;
+    const std::string problem = modbus::ValidateTag(tag, device.limits, &key);
+    if (!problem.empty()) {
+      if (key == "address" && s.Node("register") != nullptr) key = "register";
+      s.Bad(key, problem);
     }
   }
   return tag;
@@ -626,13 +802,21 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
     if (auto v = s.Int("unit", 0, 255)) d.unit = static_cast<int>(*v);
     if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) d.poll = *v;
     d.api_key_file = s.KeyFile("api_key_file");
+    if (auto v = s.Int("max_registers", 1, modbus::kMaxRegistersPerRead))
+      d.limits.max_registers = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_bits", 1, modbus::kMaxBitsPerRead))
+      d.limits.max_bits = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_gap", 0, modbus::kMaxRegistersPerRead - 1))
+      d.limits.max_gap = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_bit_gap", 0, modbus::kMaxBitsPerRead - 1))
+      d.limits.max_bit_gap = static_cast<uint16_t>(*v);
     const std::vector<const toml::table*> tags = ArrayOfTables(p, *t, "tag", "device.tag");
     if (tags.empty() && s.Node("tag") == nullptr) {
       s.Missing("tag", "add at least one [[device.tag]] after the [[device]]");
     }
     std::set<std::string> names;
     for (const toml::table* tt : tags) {
-      modbus::TagSpec tag = ParseTag(p, *tt, d.id);
+      modbus::TagSpec tag = ParseTag(p, *tt, d);
       if (!tag.name.empty() && !names.insert(tag.name).second) {
         p.Error(tt->source(), "device '" + d.id + "' has two tags named '" + tag.name + "'");
       }
@@ -676,6 +860,14 @@ Config Parser::Parse(const toml::table& root) {
     const toml::node& node = (*dev_array)[i];
     if (!d.id.empty() && !device_ids.insert(d.id).second) {
       Error(node.source(), "two devices have id '" + d.id + "'");
+    }
+    const BusConfig* bus = c.FindBus(d.bus);
+    if (bus != nullptr && bus->type != "tcp" && (d.unit < 1 || d.unit > 247)) {
+      const toml::node* u = node.as_table()->get("unit");
+      Error(u != nullptr ? u->source() : node.source(),
+            "device '" + d.id + "': unit " + std::to_string(d.unit) + " cannot answer on " +
+                bus->type + " bus '" + bus->name + "'",
+            "Modbus RTU unit ids are 1..247; 0 is broadcast, which no device answers");
     }
     if (!d.bus.empty() && bus_names.count(d.bus) == 0) {
       const toml::node* b = node.as_table()->get("bus");

@@ -58,10 +58,15 @@ struct UplinkConfig {
 
 struct BusConfig {
   std::string name;
-  std::string type;  // "tcp"
-  std::string host;
+  std::string type;  // "tcp", "rtu" or "rtu-over-tcp"
+  std::string host;  // tcp, rtu-over-tcp
   uint16_t port = 502;
+  modbus::SerialSpec serial;  // rtu: serial.device is the config's `port`
   std::chrono::milliseconds timeout{500};
+  int retries = 1;
+  std::chrono::milliseconds backoff_max{30000};
+
+  modbus::EndpointSpec Endpoint() const;
 };
 
 struct DeviceConfig {
@@ -70,7 +75,10 @@ struct DeviceConfig {
   int unit = 1;
   std::chrono::milliseconds poll{1000};
   std::string api_key_file;  // signs this device's batches; empty: unsigned
+  modbus::PlanLimits limits;
   std::vector<modbus::TagSpec> tags;
+
+  modbus::DeviceSpec Spec() const;
 };
 
 struct Config {
@@ -84,6 +92,8 @@ struct Config {
 
   // data_dir + "/tagrelay.db"
   std::string StorePath() const;
+  // The bus named `name`, or nullptr.
+  const BusConfig* FindBus(std::string_view name) const;
 };
 
 struct ConfigError {

@@ -71,17 +71,54 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Cap of the reconnect delay (reconnect_min..1h)."},
 
       {"bus", "name", "string", "required", "Unique name of the bus, referenced by devices."},
-      {"bus", "type", "tcp", "required", "Bus type. This version polls Modbus TCP (\"tcp\")."},
+      {"bus", "type", "tcp | rtu | rtu-over-tcp", "required",
+       "Modbus TCP; Modbus RTU on a serial line; or RTU frames over a TCP connection to a "
+       "serial device server. One thread polls each bus and its devices one after another."},
       {"bus", "host", "string", "required",
-       "Host name or address of the Modbus TCP device or gateway."},
-      {"bus", "port", "integer", "502", "TCP port (1..65535)."},
-      {"bus", "timeout", "duration", "500ms", "Response timeout of one request (10ms..60s)."},
+       "tcp, rtu-over-tcp: host name or address of the Modbus TCP device, gateway or serial "
+       "server."},
+      {"bus", "port", "integer or path", "502",
+       "TCP port (1..65535). rtu: the serial device (required), e.g. \"/dev/ttyS1\" or "
+       "\"/dev/serial/by-id/...\"."},
+      {"bus", "baud", "integer", "19200", "rtu: bits per second (1200..921600, a standard rate)."},
+      {"bus", "parity", "none | even | odd", "even", "rtu: parity bit."},
+      {"bus", "data_bits", "integer", "8", "rtu: 7 or 8."},
+      {"bus", "stop_bits", "integer", "1",
+       "rtu: 1 or 2 (the Modbus standard asks for 2 with parity = \"none\")."},
+      {"bus", "rs485", "bool", "false",
+       "rtu: switch the port into RS-485 mode (the kernel drives the transceiver's direction), "
+       "where the port's driver supports it; a warning is logged where it does not."},
+      {"bus", "rts", "none | up | down", "none",
+       "rtu: drive RTS for the transceiver's direction from user space: up = RTS high while "
+       "sending. For adapters without automatic direction and without RS-485 mode."},
+      {"bus", "timeout", "duration", "500ms",
+       "Response timeout of one request (10ms..60s): the whole reply must be in by then. On a "
+       "serial line the request's own wire time is added."},
+      {"bus", "retries", "integer", "1",
+       "Further attempts of a request after a timeout, a CRC error or a bad frame (0..5). A "
+       "device that is down gets a single attempt."},
+      {"bus", "backoff_max", "duration", "30s",
+       "Longest wait between attempts on a device that is down, and between reconnects of the "
+       "bus (1s..1h). The wait starts at 1s and doubles."},
 
       {"device", "id", "string", "required",
        "Unique name of the device (same characters as gateway.id); used in topics."},
       {"device", "bus", "string", "required", "Name of the [[bus]] the device is on."},
-      {"device", "unit", "integer", "1", "Modbus unit id (slave id), 0..255."},
-      {"device", "poll", "duration", "1s", "Poll interval of the device (10ms..24h)."},
+      {"device", "unit", "integer", "1",
+       "Modbus unit id (slave id): 0..255 on tcp, 1..247 on a serial line (0 is broadcast)."},
+      {"device", "poll", "duration", "1s",
+       "Poll interval of the device's tags (10ms..24h); a tag may set its own."},
+      {"device", "max_registers", "integer", "125",
+       "Registers per read request at most (1..125), for devices that answer fewer than the "
+       "Modbus maximum."},
+      {"device", "max_bits", "integer", "2000",
+       "Coils or discrete inputs per read request at most (1..2000)."},
+      {"device", "max_gap", "integer", "0",
+       "Unused registers that one read may span to join two tags (0..124). Larger values save "
+       "requests; a device that refuses an unused address gets its request split (see "
+       "docs/modbus.md)."},
+      {"device", "max_bit_gap", "integer", "0",
+       "The same for coils and discrete inputs (0..1999)."},
       {"device", "api_key_file", "path", "",
        "File holding the device's own API key (one line, mode 0600). Every message of the "
        "device is signed with it (docs/protocol.md, Signatures), so the cloud can tell which "
@@ -91,20 +128,44 @@ const std::vector<ConfigKey>& ConfigKeys() {
 
       {"device.tag", "name", "string", "required",
        "Tag name, unique within the device (same characters as gateway.id)."},
-      {"device.tag", "table", "holding | input", "holding", "Register table to read."},
+      {"device.tag", "table", "coil | discrete | input | holding", "holding",
+       "Modbus table to read."},
       {"device.tag", "address", "integer", "required",
-       "0-based protocol address of the first register (0..65535): exactly what goes on the "
-       "wire. Register 40001 of a device manual is holding address 0."},
-      {"device.tag", "type", "int16 | uint16 | float32", "uint16",
-       "Data type; float32 takes two registers."},
-      {"device.tag", "order", "ABCD", "ABCD",
-       "Byte order of multi-register values: ABCD is big-endian, most significant word first."},
-      {"device.tag", "scale", "float", "1.0", "The value is raw * scale + offset. Not 0."},
+       "Unless register is given: the 0-based protocol address (0..65535): exactly what goes on "
+       "the wire. Register 40001 of "
+       "a device manual is holding address 0."},
+      {"device.tag", "register", "string or integer", "",
+       "Instead of table and address: the register number of a device manual, 5 digits "
+       "(\"40001\" = holding 0, \"30010\" = input 9, \"10001\" = discrete 0, \"00001\" = coil "
+       "0) or 6 digits (\"400001\"..\"465536\"). Coil numbers start with 0: write them as "
+       "strings. See docs/modbus.md."},
+      {"device.tag", "type",
+       "bool | bit | int16 | uint16 | int32 | uint32 | int64 | uint64 | "
+       "float32 | float64 | string",
+       "uint16",
+       "Data type; coil and discrete are bool (the default there). 32-bit types take two "
+       "registers, 64-bit types four; bool on a register is "
+       "true when it is not 0; bit is one bit of a register; string takes length bytes."},
+      {"device.tag", "order", "ABCD | CDAB | BADC | DCBA", "ABCD",
+       "Byte order of the value on the wire, A being its most significant byte: ABCD "
+       "big-endian, CDAB registers swapped, BADC bytes swapped within registers, DCBA "
+       "little-endian. 64-bit values may also be written ABCDEFGH, GHEFCDAB, BADCFEHG, "
+       "HGFEDCBA."},
+      {"device.tag", "bit", "integer", "",
+       "Required for type = \"bit\": the bit of the register, 0 (least significant) .. 15."},
+      {"device.tag", "length", "integer", "",
+       "Required for type = \"string\": its length in bytes (1..250), two per register."},
+      {"device.tag", "scale", "float", "1.0",
+       "The value is raw * scale + offset (numeric types only). Not 0."},
       {"device.tag", "offset", "float", "0.0", "See scale."},
       {"device.tag", "unit", "string", "", "Engineering unit, for the cloud (\"V\", \"degC\")."},
       {"device.tag", "deadband", "float", "0.0",
-       "Report by exception: a good value closer than this to the last one sent is skipped. "
-       "0 sends every poll."},
+       "Report by exception (numeric types only): a good value closer than this to the last one "
+       "sent is skipped. 0 sends every poll."},
+      {"device.tag", "poll", "duration", "",
+       "Poll interval of this tag (10ms..24h); by default the device's. Tags of one device with "
+       "the same interval form "
+       "a poll group, read together."},
   };
   return keys;
 }

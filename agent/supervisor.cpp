@@ -10,8 +10,9 @@
 #include "agent/uplink/mosquitto_client.h"
 #include "agent/uplink/uplink.h"
 #include "agent/version.h"
+#include "drivers/modbus/libmodbus_transport.h"
+#include "drivers/modbus/low_fd.h"
 #include "drivers/modbus/poller.h"
-#include "drivers/modbus/tcp_transport.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
 #include "store/store_writer.h"
@@ -103,24 +104,34 @@ Status Supervisor::Start() {
   uplink::Uplink* up = uplink_.get();
   writer_->SetCommitListener([up] { up->NotifyNewData(); });
 
+  // One low descriptor per bus (and one spare) stays reserved for Modbus, so
+  // that libmodbus never has to wait on a descriptor select() cannot hold.
+  Status reserved = modbus::LowDescriptors::Instance().Reserve(config_.buses.size() + 1);
+  if (!reserved.ok()) Log(LogLevel::kWarning, "modbus", reserved.ToString());
+
   for (const BusConfig& bus : config_.buses) {
     std::vector<modbus::DeviceSpec> devices;
     std::chrono::milliseconds shortest_poll{60'000};
     for (const DeviceConfig& d : config_.devices) {
       if (d.bus != bus.name) continue;
-      devices.push_back(modbus::DeviceSpec{d.id, d.unit, d.poll, d.tags});
+      devices.push_back(d.Spec());
       shortest_poll = std::min(shortest_poll, d.poll);
+      for (const modbus::TagSpec& t : d.tags) {
+        if (t.poll.count() > 0) shortest_poll = std::min(shortest_poll, t.poll);
+      }
     }
     if (devices.empty()) continue;
-    auto transport = std::make_unique<modbus::TcpTransport>(
-        modbus::TcpEndpointSpec{bus.name, bus.host, bus.port, bus.timeout});
     // A full store queue holds a poller back for at most one poll interval;
     // then the batch is dropped and counted.
     auto sink = [writer, shortest_poll, this](ReadingBatch&& b) {
       return writer->SubmitReadings(std::move(b), clock_.mono() + shortest_poll);
     };
-    pollers_.push_back(std::make_unique<modbus::ModbusPoller>(bus.name, std::move(transport),
-                                                              std::move(devices), clock_, sink));
+    modbus::PollerOptions options;
+    options.retries = bus.retries;
+    options.backoff_max = bus.backoff_max;
+    pollers_.push_back(
+        std::make_unique<modbus::ModbusPoller>(bus.name, modbus::MakeTransport(bus.Endpoint()),
+                                               std::move(devices), clock_, sink, options));
   }
 
   if (!report.quarantined.empty()) {

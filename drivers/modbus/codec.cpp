@@ -8,12 +8,18 @@
 namespace tagrelay::modbus {
 namespace {
 
-// Big-endian bytes A B C D ... of the value, reordered from the wire order.
-uint32_t Join32(std::span<const uint16_t> r, WordOrder order) {
-  switch (order) {
-    case WordOrder::kABCD: return (uint32_t{r[0]} << 16) | r[1];
+// The value's bytes, most significant first, as one big-endian integer:
+// registers taken in value order (reversed if the order swaps words), each
+// register's two bytes swapped if the order swaps bytes.
+uint64_t Join(std::span<const uint16_t> r, WordOrder order) {
+  uint64_t v = 0;
+  const size_t n = r.size();
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t word = r[SwapsWords(order) ? n - 1 - i : i];
+    if (SwapsBytes(order)) word = static_cast<uint16_t>((word << 8) | (word >> 8));
+    v = (v << 16) | word;
   }
-  return 0;
+  return v;
 }
 
 // The double whose shortest decimal form is the float's shortest decimal form:
@@ -39,24 +45,67 @@ double Scale(double x, double scale) {
   return x * scale;
 }
 
+Result<Value> DecodeString(std::span<const uint16_t> regs, const TagSpec& tag) {
+  std::string s;
+  s.reserve(tag.length);
+  for (size_t i = 0; i < tag.length; ++i) {
+    uint16_t word = regs[i / 2];
+    if (SwapsBytes(tag.order)) word = static_cast<uint16_t>((word << 8) | (word >> 8));
+    const char c = static_cast<char>(i % 2 == 0 ? word >> 8 : word & 0xFF);
+    if (c == '\0') break;
+    s.push_back(c);
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return Value{std::move(s)};
+}
+
+Status WrongLength(std::string_view type, size_t got, size_t need) {
+  return Status::InvalidArgument("decode " + std::string(type) + ": got " + std::to_string(got) +
+                                 " registers, need " + std::to_string(need));
+}
+
 }  // namespace
 
 Result<Value> DecodeRaw(std::span<const uint16_t> regs, DataType type, WordOrder order) {
+  if (type == DataType::kString) return Status::InvalidArgument("decode string: needs its tag");
   if (regs.size() != RegisterCount(type)) {
-    return Status::InvalidArgument("decode " + std::string(DataTypeName(type)) + ": got " +
-                                   std::to_string(regs.size()) + " registers, need " +
-                                   std::to_string(RegisterCount(type)));
+    return WrongLength(DataTypeName(type), regs.size(), RegisterCount(type));
   }
+  const uint64_t v = Join(regs, order);
   switch (type) {
-    case DataType::kInt16: return Value{int64_t{static_cast<int16_t>(regs[0])}};
-    case DataType::kUint16: return Value{uint64_t{regs[0]}};
+    case DataType::kBool: return Value{v != 0};
+    case DataType::kBit: return Value{(v & 1) != 0};
+    case DataType::kInt16: return Value{int64_t{static_cast<int16_t>(v)}};
+    case DataType::kUint16: return Value{uint64_t{static_cast<uint16_t>(v)}};
+    case DataType::kInt32: return Value{int64_t{static_cast<int32_t>(v)}};
+    case DataType::kUint32: return Value{uint64_t{static_cast<uint32_t>(v)}};
+    case DataType::kInt64: return Value{static_cast<int64_t>(v)};
+    case DataType::kUint64: return Value{v};
     case DataType::kFloat32: {
-      const float f = std::bit_cast<float>(Join32(regs, order));
+      const float f = std::bit_cast<float>(static_cast<uint32_t>(v));
       if (!std::isfinite(f)) return Status::DeviceError("non-finite");
       return Value{FloatAsShortestDouble(f)};
     }
+    case DataType::kFloat64: {
+      const double d = std::bit_cast<double>(v);
+      if (!std::isfinite(d)) return Status::DeviceError("non-finite");
+      return Value{d};
+    }
+    case DataType::kString: break;
   }
   return Status::Internal("unknown data type");
+}
+
+Result<Value> DecodeRaw(std::span<const uint16_t> regs, const TagSpec& tag) {
+  const size_t need = ElementCount(tag);
+  if (regs.size() != need) return WrongLength(DataTypeName(tag.type), regs.size(), need);
+  if (tag.type == DataType::kString) return DecodeString(regs, tag);
+  if (tag.type == DataType::kBit) {
+    uint16_t word = regs[0];
+    if (SwapsBytes(tag.order)) word = static_cast<uint16_t>((word << 8) | (word >> 8));
+    return Value{((word >> tag.bit) & 1) != 0};
+  }
+  return DecodeRaw(regs, tag.type, tag.order);
 }
 
 Value ApplyScale(const Value& raw, double scale, double offset) {
@@ -74,9 +123,11 @@ Value ApplyScale(const Value& raw, double scale, double offset) {
 }
 
 Result<Value> DecodeTag(const TagSpec& tag, std::span<const uint16_t> regs) {
-  Result<Value> raw = DecodeRaw(regs, tag.type, tag.order);
+  Result<Value> raw = DecodeRaw(regs, tag);
   if (!raw.ok()) return raw;
   return ApplyScale(*raw, tag.scale, tag.offset);
 }
+
+Value DecodeBitValue(uint8_t bit) { return Value{bit != 0}; }
 
 }  // namespace tagrelay::modbus

@@ -12,6 +12,9 @@
 // It prints "listening on PORT" once it accepts connections (with --port 0 the
 // kernel picks a free port), and it exits on SIGINT/SIGTERM or when its parent
 // dies, so a test run never leaves it behind.
+//
+// --dead-unit N (repeatable) makes unit N a dead device behind a gateway: its
+// requests get no answer at all.
 #include <errno.h>
 #include <modbus.h>
 #include <netinet/in.h>
@@ -26,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <string>
 
 namespace {
@@ -56,7 +60,8 @@ void CountPoll(modbus_t* ctx, const uint8_t* query, modbus_mapping_t* map) {
 }
 
 int Usage() {
-  std::fprintf(stderr, "usage: tagrelay-modbus-sim [--host 127.0.0.1] [--port 0]\n");
+  std::fprintf(stderr,
+               "usage: tagrelay-modbus-sim [--host 127.0.0.1] [--port 0] [--dead-unit N]...\n");
   return 1;
 }
 
@@ -65,12 +70,15 @@ int Usage() {
 int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int port = 0;
+  std::set<int> dead_units;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--host" && i + 1 < argc) {
       host = argv[++i];
     } else if (a == "--port" && i + 1 < argc) {
       port = std::atoi(argv[++i]);
+    } else if (a == "--dead-unit" && i + 1 < argc) {
+      dead_units.insert(std::atoi(argv[++i]));
     } else {
       return Usage();
     }
@@ -135,6 +143,9 @@ int main(int argc, char** argv) {
       }
       modbus_set_socket(ctx, fd);
       const int rc = modbus_receive(ctx, query);
+      if (rc > 0 && dead_units.count(query[modbus_get_header_length(ctx) - 1]) != 0) {
+        continue;  // a dead unit behind the gateway: no answer
+      }
       if (rc > 0) {
         const double t =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

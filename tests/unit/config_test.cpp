@@ -1026,26 +1026,6 @@ address = 1
   EXPECT_EQ(ok.config->devices[0].id, longest);
 }
 
-TEST(ConfigErrorTest, RtuBusIsNotSupportedInThisVersion) {
-  const ConfigResult r = Parse(R"([gateway]
-id = "gw"
-[uplink]
-url = "mqtts://broker.example.com"
-[[bus]]
-name = "b"
-type = "rtu" # <- line 7
-host = "h"
-[[device]]
-id = "d"
-bus = "b"
-[[device.tag]]
-name = "t"
-address = 0
-)");
-  EXPECT_TRUE(
-      OnlyError(r, 7, 8, "[[bus]].type: 'rtu' is not supported by this version", "type = \"tcp\""));
-}
-
 TEST(ConfigErrorTest, UnknownBusType) {
   const ConfigResult r = Parse(R"([gateway]
 id = "gw"
@@ -1142,23 +1122,21 @@ type = "float64"
 order = "CDAB"
 deadband = -1.0
 )");
-  ASSERT_EQ(r.errors.size(), 7u) << Dump(r);
+  ASSERT_EQ(r.errors.size(), 6u) << Dump(r);
   EXPECT_EQ(r.errors[0].line, 3);
   EXPECT_EQ(r.errors[0].message, "[gateway].data_dir: must be an absolute path");
   EXPECT_EQ(r.errors[1].line, 5);
   EXPECT_EQ(r.errors[1].message, "[store].sync: 'always' is not one of: normal, full");
   EXPECT_EQ(r.errors[2].line, 8);
   EXPECT_EQ(r.errors[2].message, "[uplink].topic_prefix: 'a/#' is not a valid topic prefix");
-  EXPECT_EQ(r.errors[3].line, 19);
-  EXPECT_NE(r.errors[3].message.find("table: 'coil' is not one of: holding, input"),
+  EXPECT_EQ(r.errors[3].line, 20);
+  EXPECT_NE(r.errors[3].message.find("type: a coil holds one bit: its type is bool, not float64"),
             std::string::npos);
-  EXPECT_EQ(r.errors[4].line, 20);
-  EXPECT_NE(r.errors[4].message.find("type: 'float64' is not one of: int16, uint16, float32"),
+  EXPECT_EQ(r.errors[4].line, 21);
+  EXPECT_NE(r.errors[4].message.find("order: does not apply to a coil"), std::string::npos);
+  EXPECT_EQ(r.errors[5].line, 22);
+  EXPECT_NE(r.errors[5].message.find("deadband: applies to numeric types only, not bool"),
             std::string::npos);
-  EXPECT_EQ(r.errors[5].line, 21);
-  EXPECT_NE(r.errors[5].message.find("order: 'CDAB' is not one of: ABCD"), std::string::npos);
-  EXPECT_EQ(r.errors[6].line, 22);
-  EXPECT_NE(r.errors[6].message.find("deadband: must not be negative"), std::string::npos);
 }
 
 TEST(ConfigErrorTest, NonFiniteFloatsAndEmptyUrlList) {
