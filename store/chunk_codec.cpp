@@ -12,7 +12,15 @@ namespace {
 constexpr uint8_t kFormat = 1;
 constexpr uint8_t kErrorBit = 0x80;
 constexpr int64_t kMaxCount = 1 << 20;
-enum Type : uint8_t { kNone = 0, kFalse = 1, kTrue = 2, kInt = 3, kUint = 4, kDouble = 5, kText = 6 };
+enum Type : uint8_t {
+  kNone = 0,
+  kFalse = 1,
+  kTrue = 2,
+  kInt = 3,
+  kUint = 4,
+  kDouble = 5,
+  kText = 6
+};
 
 void PutVarint(std::string* out, uint64_t v) {
   while (v >= 0x80) {
@@ -21,7 +29,9 @@ void PutVarint(std::string* out, uint64_t v) {
   }
   out->push_back(static_cast<char>(v));
 }
-uint64_t Zigzag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+uint64_t Zigzag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
 int64_t Unzigzag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 void PutText(std::string* out, std::string_view s) {
@@ -105,7 +115,8 @@ void PutValue(std::string* out, uint8_t kind_bits, const Value& v) {
 
 }  // namespace
 
-void EncodeChunk(std::span<const Reading> readings, std::span<const int64_t> tag_ids, std::string* out) {
+void EncodeChunk(std::span<const Reading> readings, std::span<const int64_t> tag_ids,
+                 std::string* out) {
   out->push_back(static_cast<char>(kFormat));
   PutVarint(out, readings.size());
   const int64_t base = readings.empty() ? 0 : readings.front().ts_ms;
@@ -126,13 +137,15 @@ void EncodeChunk(std::span<const Reading> readings, std::span<const int64_t> tag
 Status DecodeChunk(std::string_view data, int64_t count, std::vector<ChunkReading>& out) {
   Reader in(data);
   auto bad = [&](const char* what) {
-    return Status::Corruption("chunk: " + std::string(what) + " at byte " + std::to_string(in.pos()));
+    return Status::Corruption("chunk: " + std::string(what) + " at byte " +
+                              std::to_string(in.pos()));
   };
   uint8_t format;
   uint64_t n;
   int64_t ts;
   if (!in.Byte(&format) || format != kFormat) return bad("unknown format");
-  if (!in.Varint(&n) || n > kMaxCount || static_cast<int64_t>(n) != count) return bad("wrong count");
+  if (!in.Varint(&n) || n > kMaxCount || static_cast<int64_t>(n) != count)
+    return bad("wrong count");
   if (!in.Signed(&ts)) return bad("truncated header");
   std::vector<ChunkReading> decoded;
   decoded.reserve(std::min<uint64_t>(n, data.size() / 4));  // a reading takes 4 bytes at least
@@ -141,7 +154,8 @@ Status DecodeChunk(std::string_view data, int64_t count, std::vector<ChunkReadin
     uint64_t tag;
     int64_t delta;
     uint8_t kind;
-    if (!in.Varint(&tag) || tag == 0 || tag > static_cast<uint64_t>(INT64_MAX)) return bad("bad tag id");
+    if (!in.Varint(&tag) || tag == 0 || tag > static_cast<uint64_t>(INT64_MAX))
+      return bad("bad tag id");
     if (!in.Signed(&delta) || !in.Byte(&kind)) return bad("truncated reading");
     if (__builtin_add_overflow(ts, delta, &ts)) return bad("timestamp out of range");
     const uint8_t quality = (kind >> 3) & 0x3;
@@ -187,7 +201,8 @@ Status DecodeChunk(std::string_view data, int64_t count, std::vector<ChunkReadin
     decoded.push_back(std::move(r));
   }
   if (!in.done()) return bad("trailing bytes");
-  out.insert(out.end(), std::make_move_iterator(decoded.begin()), std::make_move_iterator(decoded.end()));
+  out.insert(out.end(), std::make_move_iterator(decoded.begin()),
+             std::make_move_iterator(decoded.end()));
   return Status::Ok();
 }
 

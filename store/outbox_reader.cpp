@@ -76,6 +76,34 @@ Status OutboxReader::FetchUndelivered(int64_t device_id, int64_t from_seq, int64
   return Status::Ok();
 }
 
+Result<BacklogSummary> OutboxReader::Summary() {
+  BacklogSummary out;
+  Result<Stmt> st = Stmt::Prepare(
+      db_,
+      "SELECT d.name, d.lost, (SELECT count(*) FROM readings r WHERE r.device_id = d.id AND "
+      "r.delivered = 0) FROM devices d ORDER BY d.name");
+  if (!st.ok()) return st.status();
+  for (;;) {
+    Result<bool> row = st->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    BacklogSummary::Device d;
+    d.name = std::string(st->ColumnText(0));
+    d.lost = st->ColumnInt(1);
+    d.undelivered = st->ColumnInt(2);
+    out.undelivered_readings += d.undelivered;
+    out.devices.push_back(std::move(d));
+  }
+  Result<int64_t> oldest =
+      db_.QueryInt("SELECT coalesce(min(ts), 0) FROM readings WHERE delivered = 0");
+  if (!oldest.ok()) return oldest.status();
+  out.oldest_undelivered_ts_ms = *oldest;
+  Result<int64_t> events = db_.QueryInt("SELECT count(*) FROM events WHERE delivered = 0");
+  if (!events.ok()) return events.status();
+  out.undelivered_events = *events;
+  return out;
+}
+
 Result<int64_t> OutboxReader::CountUndelivered() {
   return db_.QueryInt("SELECT count(*) FROM readings WHERE delivered = 0");
 }

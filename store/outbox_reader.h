@@ -24,6 +24,19 @@ struct DeviceBacklog {
   int64_t last_seq = 0;           // highest seq handed out; 0 if none yet
 };
 
+// What the store holds that the cloud has not acknowledged yet, for status.
+struct BacklogSummary {
+  int64_t undelivered_readings = 0;
+  int64_t oldest_undelivered_ts_ms = 0;  // acquisition time; 0 if nothing is undelivered
+  int64_t undelivered_events = 0;
+  struct Device {
+    std::string name;
+    int64_t undelivered = 0;
+    int64_t lost = 0;  // readings lost to the store's bound, since the device was first seen
+  };
+  std::vector<Device> devices;
+};
+
 class OutboxReader {
  public:
   // Opens the database, which the writer must already have created and migrated.
@@ -39,6 +52,9 @@ class OutboxReader {
 
   // Counts undelivered readings (all devices).
   Result<int64_t> CountUndelivered();
+
+  // The backlog at a glance (a few aggregate queries; for status, not the hot path).
+  Result<BacklogSummary> Summary();
 
  private:
   explicit OutboxReader(Db db) : db_(std::move(db)) {}
