@@ -40,6 +40,8 @@ store::StoreOptions StoreOptionsOf(const Config& c) {
   o.commit_rows = c.store.commit_rows;
   o.commit_interval = c.store.commit_interval;
   o.max_memory_readings = c.store.max_memory_readings;
+  // The uplink sends whole chunks: a chunk never holds more than a batch may.
+  o.max_chunk_readings = std::min<size_t>(250, c.uplink.batch_max_readings);
   return o;
 }
 
@@ -100,7 +102,7 @@ Status Supervisor::Start() {
   uplink_ = std::make_unique<uplink::Uplink>(
       UplinkOptionsOf(config_), std::make_unique<uplink::MosquittoClient>(),
       std::move(reader).value(),
-      [writer](store::DeliveryAck&& ack) { writer->SubmitAck(std::move(ack)); }, clock_);
+      [writer](store::StoreItem&& item) { writer->Submit(std::move(item)); }, clock_);
   uplink::Uplink* up = uplink_.get();
   writer_->SetCommitListener([up] { up->NotifyNewData(); });
 
@@ -139,11 +141,14 @@ Status Supervisor::Start() {
     std::string body;
     JsonWriter w(&body);
     w.BeginObject();
+    w.Key("kind").String("store_reset");
+    w.Key("ts").Int(clock_.wall_ms());
     w.Key("reason").String("corrupt");
     w.Key("detail").String(report.corruption);
     w.Key("moved_to").String(report.quarantined);
     w.EndObject();
-    writer_->SubmitEvent(store::NewEvent{"store_reset", "", clock_.wall_ms(), std::move(body)});
+    writer_->Submit(
+        store::NewEvent{std::string(store::kStreamEvents), "", clock_.wall_ms(), std::move(body)});
   }
   writer_->Start();
   uplink_->Start();

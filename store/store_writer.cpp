@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
-#include "agent/core/json_writer.h"
 #include "agent/core/log.h"
 
 namespace tagrelay::store {
@@ -16,18 +16,6 @@ constexpr milliseconds kRetryFirst{100};
 constexpr milliseconds kRetryCap{5000};
 constexpr milliseconds kFailureLogEvery{60000};
 constexpr int kAttemptsWhenStopping = 3;
-
-std::string LossBody(int64_t first, int64_t last, int64_t count, const char* reason) {
-  std::string body;
-  JsonWriter w(&body);
-  w.BeginObject();
-  w.Key("seq_first").Int(first);
-  w.Key("seq_last").Int(last);
-  if (count > 0) w.Key("count").Int(count);
-  w.Key("reason").String(reason);
-  w.EndObject();
-  return body;
-}
 
 size_t RowsOf(const WriteItem& item) {
   if (const auto* b = std::get_if<SequencedBatch>(&item)) return b->readings.size();
@@ -67,10 +55,6 @@ void StoreWriter::Submit(StoreItem&& item) {
   }
 }
 
-void StoreWriter::SubmitAck(DeliveryAck&& ack) { Submit(StoreItem(std::move(ack))); }
-void StoreWriter::SubmitEvent(NewEvent&& event) { Submit(StoreItem(std::move(event))); }
-void StoreWriter::SubmitEventAck(EventAck&& ack) { Submit(StoreItem(std::move(ack))); }
-
 RingUsage StoreWriter::usage() const {
   MutexLock lock(&usage_mu_);
   return usage_;
@@ -96,14 +80,15 @@ void StoreWriter::Accept(StoreItem&& item) {
   if (pending_.empty()) group_deadline_ = steady_clock::now() + options_.commit_interval;
   if (auto* batch = std::get_if<ReadingBatch>(&item)) {
     Sequence(std::move(*batch));
-  } else if (auto* ack = std::get_if<DeliveryAck>(&item)) {
-    pending_.emplace_back(std::move(*ack));
-    ++pending_rows_;
-  } else if (auto* event = std::get_if<NewEvent>(&item)) {
-    pending_.emplace_back(std::move(*event));
-    ++pending_rows_;
   } else {
-    pending_.emplace_back(std::get<EventAck>(item));
+    // Acks, records and discards are small; each counts as one row of the group.
+    std::visit(
+        [this](auto&& x) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(x)>, ReadingBatch>) {
+            pending_.emplace_back(std::move(x));
+          }
+        },
+        std::move(item));
     ++pending_rows_;
   }
   while (counters_.pending_readings > options_.max_memory_readings) DropOldestReadings();
@@ -118,8 +103,9 @@ void StoreWriter::Sequence(ReadingBatch&& batch) {
       LogDevice(LogLevel::kError, "store", batch.device,
                 "the store once held this device but its database was lost; readings before seq " +
                     std::to_string(start.lost_below) + " that did not reach the cloud are lost");
-      pending_.emplace_back(NewEvent{"readings_lost", batch.device, clock_.wall_ms(),
-                                     LossBody(1, start.lost_below - 1, 0, kLossStoreLost)});
+      pending_.emplace_back(NewEvent{
+          std::string(kStreamEvents), "", clock_.wall_ms(),
+          LossRecord(clock_.wall_ms(), batch.device, 1, start.lost_below - 1, 0, kLossStoreLost)});
       ++pending_rows_;
     }
     it = next_seq_.emplace(batch.device, start.next_seq).first;
@@ -156,8 +142,9 @@ void StoreWriter::TryCommit(bool stopping) {
   if (loss_events > 0) {
     std::vector<WriteItem> events;
     for (const auto& [device, loss] : memory_losses_) {
-      events.emplace_back(NewEvent{"readings_lost", device, clock_.wall_ms(),
-                                   LossBody(loss.first, loss.last, loss.count, kLossMemoryFull)});
+      events.emplace_back(NewEvent{std::string(kStreamEvents), "", clock_.wall_ms(),
+                                   LossRecord(clock_.wall_ms(), device, loss.first, loss.last,
+                                              loss.count, kLossMemoryFull)});
     }
     pending_.insert(pending_.begin(), std::make_move_iterator(events.begin()),
                     std::make_move_iterator(events.end()));
@@ -198,7 +185,7 @@ void StoreWriter::TryCommit(bool stopping) {
   size_t readings = 0, acks = 0, events = 0;
   for (const WriteItem& w : pending_) {
     if (std::holds_alternative<SequencedBatch>(w)) readings += RowsOf(w);
-    if (std::holds_alternative<DeliveryAck>(w) || std::holds_alternative<EventAck>(w)) ++acks;
+    if (!std::holds_alternative<SequencedBatch>(w) && !std::holds_alternative<NewEvent>(w)) ++acks;
     if (std::holds_alternative<NewEvent>(w)) ++events;
   }
   if (counters_.failing) {

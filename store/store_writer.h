@@ -38,7 +38,7 @@ namespace tagrelay::store {
 
 struct WriterCounters {
   std::atomic<uint64_t> rows_committed{0};
-  std::atomic<uint64_t> acks_committed{0};
+  std::atomic<uint64_t> acks_committed{0};  // acks and discards
   std::atomic<uint64_t> events_committed{0};
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> failed_commits{0};
@@ -65,10 +65,9 @@ class StoreWriter {
 
   // Queues a batch, waiting up to `deadline` for room; false if it stayed full.
   bool SubmitReadings(ReadingBatch&& batch, MonoTime deadline);
-  // These wait for room as long as it takes (they are small and few).
-  void SubmitAck(DeliveryAck&& ack);
-  void SubmitEvent(NewEvent&& event);
-  void SubmitEventAck(EventAck&& ack);
+  // Queues any item, waiting for room as long as it takes: for acks, records
+  // and discards, which are small and few.
+  void Submit(StoreItem&& item);
 
   const WriterCounters& counters() const { return counters_; }
   size_t queued() const { return queue_.size(); }
@@ -83,7 +82,6 @@ class StoreWriter {
   };
 
   void Run();
-  void Submit(StoreItem&& item);
   void Accept(StoreItem&& item);
   void Sequence(ReadingBatch&& batch);
   void DropOldestReadings();

@@ -207,6 +207,7 @@ class Agent:
         self.proc = None
 
     def start(self):
+        self._runs_before = self.log_text().count(" running: ") if os.path.exists(self.log) else 0
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen([self.binary, "run", "--config", self.config],
                                          stdout=subprocess.DEVNULL, stderr=log)
@@ -218,6 +219,11 @@ class Agent:
             return stop_process(self.proc, sig, timeout)
         finally:
             self.proc = None
+
+    def wait_running(self, timeout=30):
+        """Waits until the agent started last has opened its store and started its workers."""
+        wait_for(lambda: self.log_text().count(" running: ") > self._runs_before, timeout,
+                 what="the agent to start")
 
     def log_text(self):
         with open(self.log) as f:

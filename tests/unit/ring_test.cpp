@@ -85,8 +85,10 @@ TEST_F(RingTest, AnOldSchemaIsMigratedWithItsDataIntact) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
-  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM readings"), 7);
-  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM readings WHERE delivered = 0"), 5);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT sum(count) FROM chunks"), 7);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT sum(count) FROM chunks WHERE delivered = 0"), 5);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM sqlite_master WHERE name = 'readings'"),
+            0);
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM events"), 0);
   EXPECT_EQ(store->StartDevice("meter-3").next_seq, 6);
   EXPECT_EQ(store->StartDevice("vfd-1").next_seq, 3);
@@ -157,7 +159,7 @@ TEST_F(RingTest, SequenceNumbersAreNotReusedWhenTheDatabaseIsLost) {
     auto store = Open();
     Sequencer seq(*store);
     ASSERT_TRUE(seq.Write({Batch("d", 5)}).ok());
-    ASSERT_TRUE(seq.Write({NewEvent{"test", "d", 1, "{}"}}).ok());
+    ASSERT_TRUE(seq.Write({NewEvent{"events", "", 1, "{}"}}).ok());
   }
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(Options().path + suffix);
 
@@ -166,8 +168,11 @@ TEST_F(RingTest, SequenceNumbersAreNotReusedWhenTheDatabaseIsLost) {
   EXPECT_GT(start.next_seq, 5) << "numbering continues above what the lost database used";
   EXPECT_EQ(start.lost_below, start.next_seq);
   EXPECT_EQ(store->StartDevice("other").next_seq, 1) << "a device never seen starts at 1";
-  ASSERT_TRUE(Sequencer(*store).Write({NewEvent{"test", "", 2, "{}"}}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({NewEvent{"events", "", 2, "{}"}}).ok());
   EXPECT_GT(SqlInt(Options().path, "SELECT max(seq) FROM events"), 1) << "event numbers too";
+  ASSERT_TRUE(Sequencer(*store).Write({NewEvent{"alarms", "d", 3, "{}"}}).ok());
+  EXPECT_EQ(SqlInt(Options().path, "SELECT seq FROM events WHERE stream = 'alarms'"), 1)
+      << "a stream never seen starts at 1";
 }
 
 TEST_F(RingTest, AMalformedMarksFileIsRebuiltFromTheDatabase) {
@@ -212,19 +217,13 @@ TEST_F(RingTest, TheDatabaseAndWalStayWithinMaxBytesAndEveryLossIsReported) {
         << "the oldest go first";
     const int64_t lost = *kept.begin() - 1;
     EXPECT_EQ(SqlInt(o.path, "SELECT lost FROM devices WHERE name = '" + device + "'"), lost);
-    EXPECT_EQ(SqlInt(o.path,
-                     "SELECT sum(json_extract(body, '$.count')) FROM events WHERE kind = "
-                     "'readings_lost' AND device = '" +
-                         device + "'"),
-              lost);
-    EXPECT_EQ(SqlInt(o.path,
-                     "SELECT min(json_extract(body, '$.seq_first')) FROM events WHERE device = '" +
-                         device + "'"),
-              1);
-    EXPECT_EQ(
-        SqlInt(o.path, "SELECT max(json_extract(body, '$.seq_last')) FROM events WHERE device = '" +
-                           device + "'"),
-        lost);
+    const std::string of_device =
+        " FROM events WHERE stream = 'events' AND json_extract(body, '$.kind') = "
+        "'readings_lost' AND json_extract(body, '$.device') = '" +
+        device + "'";
+    EXPECT_EQ(SqlInt(o.path, "SELECT sum(json_extract(body, '$.count'))" + of_device), lost);
+    EXPECT_EQ(SqlInt(o.path, "SELECT min(json_extract(body, '$.seq_first'))" + of_device), 1);
+    EXPECT_EQ(SqlInt(o.path, "SELECT max(json_extract(body, '$.seq_last'))" + of_device), lost);
   }
   EXPECT_EQ(SqlText(o.path, "SELECT DISTINCT json_extract(body, '$.reason') FROM events"),
             "ring_full");
@@ -248,7 +247,7 @@ TEST_F(RingTest, DeliveredRowsGoBeforeAnyUndeliveredOne) {
   EXPECT_EQ(store->Usage().evicted_undelivered, 0u);
   EXPECT_EQ(SqlInt(o.path, "SELECT count(*) FROM events"), 0);
   EXPECT_EQ(StoredSeqs("d").size(), 10000u) << "every undelivered reading is still there";
-  EXPECT_LT(SqlInt(o.path, "SELECT count(*) FROM readings WHERE delivered = 1"), written)
+  EXPECT_LT(SqlInt(o.path, "SELECT sum(count) FROM chunks WHERE delivered = 1"), written)
       << "delivered rows made the room";
 }
 
@@ -258,7 +257,7 @@ TEST_F(RingTest, ALowerMaxBytesShrinksTheFile) {
   {
     auto store = Open(big);
     Sequencer seq(*store);
-    for (int i = 0; i < 150; ++i) ASSERT_TRUE(seq.Write({Batch("d", 500)}).ok());
+    for (int i = 0; i < 500; ++i) ASSERT_TRUE(seq.Write({Batch("d", 500)}).ok());
   }
   ASSERT_GT(FileSize(big.path), 2u << 20);
   StoreOptions small = Options();
