@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -400,6 +401,12 @@ class Section {
       case toml::node_type::array: return "an array";
       default: return "a date or time";
     }
+  }
+
+  static std::string FormatNumber(double v) {
+    char buf[32];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
   }
 
   static std::string FormatMs(std::chrono::milliseconds d) {
@@ -827,13 +834,247 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
   return devices;
 }
 
+const modbus::TagSpec* FindTag(const DeviceConfig& d, std::string_view tag) {
+  for (const modbus::TagSpec& t : d.tags) {
+    if (t.name == tag) return &t;
+  }
+  return nullptr;
+}
+
+std::string TagNames(const DeviceConfig& d) {
+  std::string out;
+  for (const modbus::TagSpec& t : d.tags) out += (out.empty() ? "" : ", ") + t.name;
+  return out;
+}
+
+// The device a rule names, reported at its `device` key if it is not configured.
+const DeviceConfig* RuleDevice(Section& s, const std::string& id,
+                               const std::vector<DeviceConfig>& devices) {
+  for (const DeviceConfig& d : devices) {
+    if (d.id == id) return &d;
+  }
+  if (!id.empty()) {
+    std::set<std::string> ids;
+    for (const DeviceConfig& d : devices) ids.insert(d.id);
+    s.Bad("device", "'" + id + "' is not a configured device", "devices: " + JoinNames(ids));
+  }
+  return nullptr;
+}
+
+// The tag a rule names on `device`, reported at `key` if there is none.
+const modbus::TagSpec* RuleTag(Section& s, std::string_view key, const std::string& tag,
+                               const DeviceConfig* device) {
+  if (device == nullptr || tag.empty()) return nullptr;
+  const modbus::TagSpec* t = FindTag(*device, tag);
+  if (t == nullptr) {
+    s.Bad(key, "device '" + device->id + "' has no tag '" + tag + "'",
+          "its tags: " + TagNames(*device));
+  }
+  return t;
+}
+
+std::vector<rules::AlarmRule> ParseAlarms(Parser& p, const toml::table& root,
+                                          const std::vector<DeviceConfig>& devices) {
+  using rules::AlarmKind;
+  std::vector<rules::AlarmRule> alarms;
+  std::set<std::string> ids;
+  for (const toml::table* t : ArrayOfTables(p, root, "alarm", "alarm")) {
+    Section s(p, *t, "alarm", "[[alarm]]");
+    rules::AlarmRule a;
+    if (auto v = s.Name("id")) {
+      a.id = *v;
+      if (!ids.insert(a.id).second) s.Bad("id", "two alarms have id '" + a.id + "'");
+    }
+    if (auto v = s.Str("device", true)) a.device = *v;
+    const DeviceConfig* device = RuleDevice(s, a.device, devices);
+    std::optional<AlarmKind> kind;
+    if (auto v = s.Str("kind", true)) {
+      kind = rules::ParseAlarmKind(*v);
+      if (!kind) {
+        s.Bad("kind", "'" + *v + "' is not an alarm kind",
+              "high, low, high_high, low_low, equals, rate, stale or comm_loss");
+      }
+    }
+    if (!kind) continue;
+    a.kind = *kind;
+    const std::string k(rules::AlarmKindName(*kind));
+    // Keys that do not apply to the kind are mistakes, not silently ignored.
+    auto forbid = [&](std::string_view key, std::string_view why) {
+      if (s.Node(key) != nullptr)
+        s.Bad(key, "does not apply to kind '" + k + "'", std::string(why));
+    };
+    const bool level = rules::IsLevel(*kind);
+    if (*kind == AlarmKind::kCommLoss) {
+      forbid("tag", "comm_loss watches the device's link, not a tag");
+    } else if (auto v = s.Str("tag", true)) {
+      a.tag = *v;
+    }
+    const modbus::TagSpec* tag = RuleTag(s, "tag", a.tag, device);
+    if (tag != nullptr) {
+      a.unit = tag->unit;
+      if ((level || *kind == AlarmKind::kRate) && tag->type == modbus::DataType::kString) {
+        s.Bad("kind", "a '" + k + "' alarm needs a numeric tag; '" + a.tag + "' is a string",
+              "use kind = \"equals\" for text values");
+      }
+    }
+    if (level || *kind == AlarmKind::kRate) {
+      if (auto v = s.Float("limit")) {
+        a.limit = *v;
+      } else if (s.Node("limit") == nullptr) {
+        s.Missing("limit", level ? "the value past which the alarm is raised"
+                                 : "the rate, in units per second, past which it is raised");
+      }
+      if (auto v = s.Float("deadband")) {
+        if (*v < 0) {
+          s.Bad("deadband", "must not be negative");
+        } else {
+          a.deadband = *v;
+        }
+      }
+      if (*kind == AlarmKind::kRate && a.deadband > a.limit) {
+        s.Bad("deadband", "is larger than the rate limit",
+              "a rate alarm clears below limit - deadband");
+      }
+    } else {
+      forbid("limit", "");
+      forbid("deadband", "");
+    }
+    if (*kind == AlarmKind::kRate) {
+      if (auto v = s.Duration("window", milliseconds(100), milliseconds(86'400'000))) {
+        a.window = *v;
+      } else if (s.Node("window") == nullptr) {
+        s.Missing("window", "the span the rate is measured over, e.g. window = \"60s\"");
+      }
+    } else {
+      forbid("window", "");
+    }
+    if (*kind == AlarmKind::kStale) {
+      if (auto v = s.Duration("after", milliseconds(100), milliseconds(86'400'000))) {
+        a.after = *v;
+      } else if (s.Node("after") == nullptr) {
+        s.Missing("after", "how long without a good value raises it, e.g. after = \"30s\"");
+      }
+    } else {
+      forbid("after", "");
+    }
+    if (*kind == AlarmKind::kEquals) {
+      const toml::node* n = s.Node("value");
+      if (n == nullptr) {
+        s.Missing("value", "the value that raises the alarm: a number, true/false or a string");
+      } else if (n->is_integer()) {
+        a.equals = *n->value<int64_t>();
+      } else if (n->is_floating_point()) {
+        a.equals = *n->value<double>();
+      } else if (n->is_boolean()) {
+        a.equals = *n->value<bool>();
+      } else if (n->is_string()) {
+        a.equals = *n->value<std::string>();
+      } else {
+        s.Bad("value", "expected a number, true/false or a string");
+      }
+    } else {
+      forbid("value", "");
+    }
+    if (auto v = s.Duration("on_delay", milliseconds(0), milliseconds(86'400'000))) a.on_delay = *v;
+    if (auto v = s.Duration("off_delay", milliseconds(0), milliseconds(86'400'000)))
+      a.off_delay = *v;
+    if (auto v = s.Choice("severity", {"critical", "major", "minor", "warning", "info"}))
+      a.severity = *v;
+    if (auto v = s.Str("message")) {
+      const std::string unknown = rules::UnknownPlaceholder(*v);
+      if (!unknown.empty()) {
+        s.Bad("message", "unknown placeholder " + unknown,
+              "the placeholders are {value} {unit} {limit} {tag} {device} {alarm}");
+      } else {
+        a.message = *v;
+      }
+    }
+    alarms.push_back(std::move(a));
+  }
+
+  // Level alarms of one tag: limits in order, deadbands inside the band.
+  const auto* array = root.get("alarm") != nullptr ? root.get("alarm")->as_array() : nullptr;
+  for (size_t i = 0; i < alarms.size(); ++i) {
+    const rules::AlarmRule& a = alarms[i];
+    if (!rules::IsLevel(a.kind)) continue;
+    for (size_t j = 0; j < alarms.size(); ++j) {
+      const rules::AlarmRule& b = alarms[j];
+      if (i == j || !rules::IsLevel(b.kind) || b.device != a.device || b.tag != a.tag) continue;
+      const toml::node& node = (*array)[i];
+      const std::string pair = "'" + a.id + "' and '" + b.id + "'";
+      if (rules::IsUpper(a.kind) != rules::IsUpper(b.kind)) {
+        const double upper = rules::IsUpper(a.kind) ? a.limit : b.limit;
+        const double lower = rules::IsUpper(a.kind) ? b.limit : a.limit;
+        if (upper <= lower) {
+          if (i < j)
+            p.Error(node.source(),
+                    "alarms " + pair + ": the high limit must lie above the low limit");
+        } else if (a.deadband >= upper - lower) {
+          const toml::node* d = node.as_table()->get("deadband");
+          p.Error(d != nullptr ? d->source() : node.source(),
+                  "alarm '" + a.id + "': deadband " + Section::FormatNumber(a.deadband) +
+                      " is larger than the band between its limits (" +
+                      Section::FormatNumber(lower) + " .. " + Section::FormatNumber(upper) + ")",
+                  "the alarm could never clear without raising '" + b.id + "'");
+        }
+      } else if (a.kind == AlarmKind::kHighHigh && b.kind == AlarmKind::kHigh &&
+                 a.limit <= b.limit) {
+        p.Error(node.source(), "alarm '" + a.id +
+                                   "': high_high limit must lie above the high limit of '" + b.id +
+                                   "'");
+      } else if (a.kind == AlarmKind::kLowLow && b.kind == AlarmKind::kLow && a.limit >= b.limit) {
+        p.Error(
+            node.source(),
+            "alarm '" + a.id + "': low_low limit must lie below the low limit of '" + b.id + "'");
+      }
+    }
+  }
+  return alarms;
+}
+
+std::vector<rules::CounterRule> ParseCounters(Parser& p, const toml::table& root,
+                                              const std::vector<DeviceConfig>& devices) {
+  std::vector<rules::CounterRule> counters;
+  std::set<std::string> ids;
+  for (const toml::table* t : ArrayOfTables(p, root, "counter", "counter")) {
+    Section s(p, *t, "counter", "[[counter]]");
+    rules::CounterRule c;
+    if (auto v = s.Name("id")) {
+      c.id = *v;
+      if (!ids.insert(c.id).second) s.Bad("id", "two counters have id '" + c.id + "'");
+    }
+    if (auto v = s.Str("device", true)) c.device = *v;
+    const DeviceConfig* device = RuleDevice(s, c.device, devices);
+    if (auto v = s.Str("running", true)) {
+      std::string error;
+      if (std::optional<rules::RunningCondition> cond = rules::ParseRunningCondition(*v, &error)) {
+        c.tag = cond->tag;
+        c.op = cond->op;
+        c.threshold = cond->threshold;
+        const modbus::TagSpec* tag = RuleTag(s, "running", c.tag, device);
+        if (tag != nullptr && tag->type == modbus::DataType::kString) {
+          s.Bad("running",
+                "'" + c.tag + "' is a string tag; the condition needs a number or a bit");
+        }
+      } else {
+        s.Bad("running", "'" + *v + "': " + error, "e.g. running = \"frequency > 1.0\"");
+      }
+    }
+    if (auto v = s.Duration("snapshot", milliseconds(1000), milliseconds(86'400'000)))
+      c.snapshot = *v;
+    counters.push_back(std::move(c));
+  }
+  return counters;
+}
+
 Config Parser::Parse(const toml::table& root) {
   static const std::set<std::string_view> kSections = {"gateway", "store", "uplink", "bus",
-                                                       "device"};
+                                                       "device",  "alarm", "counter"};
   for (auto&& [key, node] : root) {
     if (kSections.count(key.str()) == 0) {
       Error(key.source(), "unknown section '" + std::string(key.str()) + "'",
-            "the sections are [gateway], [store], [uplink], [[bus]] and [[device]]");
+            "the sections are [gateway], [store], [uplink], [[bus]], [[device]], [[alarm]] and "
+            "[[counter]]");
     }
   }
   Config c;
@@ -892,6 +1133,8 @@ Config Parser::Parse(const toml::table& root) {
     Error(root.source(), "no [[device]] is configured",
           "add a [[bus]] and a [[device]] with its [[device.tag]]s");
   }
+  c.alarms = ParseAlarms(*this, root, c.devices);
+  c.counters = ParseCounters(*this, root, c.devices);
   return c;
 }
 

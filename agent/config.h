@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/rules/rules.h"
 #include "agent/uplink/mqtt_client.h"
 #include "drivers/modbus/types.h"
 #include "store/types.h"
@@ -89,6 +90,8 @@ struct Config {
   UplinkConfig uplink;
   std::vector<BusConfig> buses;
   std::vector<DeviceConfig> devices;
+  std::vector<rules::AlarmRule> alarms;
+  std::vector<rules::CounterRule> counters;
 
   // data_dir + "/tagrelay.db"
   std::string StorePath() const;
@@ -123,7 +126,8 @@ std::optional<uint64_t> ParseByteSize(std::string_view s);
 // One documented configuration key: the parser accepts exactly these keys, and
 // docs/configuration.md's key reference is generated from them.
 struct ConfigKey {
-  std::string_view section;  // "gateway", "store", "uplink", "bus", "device", "device.tag"
+  std::string_view
+      section;  // "gateway", "store", "uplink", "bus", "device", "device.tag", "alarm", "counter"
   std::string_view key;
   std::string_view type;
   std::string_view default_value;  // "required", "" (optional, no default) or the default

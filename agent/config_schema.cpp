@@ -166,6 +166,44 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Poll interval of this tag (10ms..24h); by default the device's. Tags of one device with "
        "the same interval form "
        "a poll group, read together."},
+
+      {"alarm", "id", "string", "required",
+       "Unique name of the alarm (same characters as gateway.id)."},
+      {"alarm", "device", "string", "required", "The device whose tag (or link) it watches."},
+      {"alarm", "tag", "string", "required",
+       "The tag it watches (not for comm_loss, which watches the device's link)."},
+      {"alarm", "kind", "string", "required",
+       "high / high_high: raised above `limit`; low / low_low: raised below it; equals: raised "
+       "while the tag has `value`; rate: raised while the tag changes faster than `limit` units "
+       "per second over `window`; stale: raised when no good value came for `after`; comm_loss: "
+       "raised while the device's link is down."},
+      {"alarm", "limit", "float", "",
+       "Required for the level kinds and rate: the limit (rate: units per second)."},
+      {"alarm", "deadband", "float", "0.0",
+       "Level kinds and rate: the alarm clears only once the value is back past limit - deadband "
+       "(low kinds: limit + deadband), so a value hovering at the limit does not chatter. Must "
+       "be smaller than the band between a tag's low and high limits."},
+      {"alarm", "value", "number, bool or string", "",
+       "Required for equals: the value that raises it."},
+      {"alarm", "window", "duration", "", "Required for rate: the span the rate is measured over."},
+      {"alarm", "after", "duration", "",
+       "Required for stale: how long without a good value raises it."},
+      {"alarm", "on_delay", "duration", "0s",
+       "The condition must hold this long before the alarm is raised."},
+      {"alarm", "off_delay", "duration", "0s",
+       "The clear condition must hold this long before the alarm clears."},
+      {"alarm", "severity", "critical | major | minor | warning | info", "major",
+       "Carried in the alarm events."},
+      {"alarm", "message", "string", "",
+       "Text of the events, with placeholders {value} {unit} {limit} {tag} {device} {alarm}."},
+
+      {"counter", "id", "string", "required", "Unique name of the counter."},
+      {"counter", "device", "string", "required", "The device whose tag says whether it runs."},
+      {"counter", "running", "string", "required",
+       "The running condition: a tag, a comparison and a number, e.g. \"frequency > 1.0\" "
+       "(> >= < <= == !=)."},
+      {"counter", "snapshot", "duration", "15m",
+       "How often a snapshot (run hours, starts) is published (1s..24h); one also goes at start."},
   };
   return keys;
 }
@@ -176,7 +214,8 @@ std::string ConfigReferenceMarkdown() {
   for (const ConfigKey& k : ConfigKeys()) {
     if (k.section != section) {
       section = k.section;
-      const bool array = section == "bus" || section == "device" || section == "device.tag";
+      const bool array = section == "bus" || section == "device" || section == "device.tag" ||
+                         section == "alarm" || section == "counter";
       out += "\n### ";
       out += array ? "[[" : "[";
       out += section;

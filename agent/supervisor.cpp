@@ -7,6 +7,7 @@
 
 #include "agent/core/json_writer.h"
 #include "agent/core/log.h"
+#include "agent/rules/engine.h"
 #include "agent/uplink/mosquitto_client.h"
 #include "agent/uplink/uplink.h"
 #include "agent/version.h"
@@ -105,6 +106,10 @@ Status Supervisor::Start() {
       [writer](store::StoreItem&& item) { writer->Submit(std::move(item)); }, clock_);
   uplink::Uplink* up = uplink_.get();
   writer_->SetCommitListener([up] { up->NotifyNewData(); });
+  engine_ = std::make_unique<rules::AlarmEngine>(
+      config_.alarms, config_.counters, clock_,
+      [this](const std::string& device) { return LinkDown(device); });
+  writer_->SetObserver(engine_.get());
 
   // One low descriptor per bus (and one spare) stays reserved for Modbus, so
   // that libmodbus never has to wait on a descriptor select() cannot hold.
@@ -150,6 +155,13 @@ Status Supervisor::Start() {
     writer_->Submit(
         store::NewEvent{std::string(store::kStreamEvents), "", clock_.wall_ms(), std::move(body)});
   }
+  {
+    MutexLock lock(&links_mu_);
+    links_.clear();
+    for (const auto& p : pollers_) {
+      for (size_t i = 0; i < p->device_count(); ++i) links_[p->device(i).id] = {p.get(), i};
+    }
+  }
   writer_->Start();
   uplink_->Start();
   for (auto& p : pollers_) p->Start();
@@ -164,6 +176,13 @@ Status Supervisor::Start() {
 
 void Supervisor::ReloadKeys() {
   if (uplink_) uplink_->RequestKeyReload();
+}
+
+bool Supervisor::LinkDown(const std::string& device) const {
+  MutexLock lock(&links_mu_);
+  auto it = links_.find(device);
+  return it != links_.end() &&
+         it->second.first->link_state(it->second.second) == modbus::LinkState::kDown;
 }
 
 void Supervisor::Stop() {

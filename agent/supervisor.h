@@ -11,11 +11,14 @@
 // on its own thread (one per bus, one store writer, one uplink).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "agent/config.h"
 #include "agent/core/clock.h"
+#include "agent/core/mutex.h"
 #include "agent/core/status.h"
 
 namespace tagrelay {
@@ -28,6 +31,9 @@ class StoreWriter;
 }
 namespace uplink {
 class Uplink;
+}
+namespace rules {
+class AlarmEngine;
 }
 
 class Supervisor {
@@ -44,12 +50,25 @@ class Supervisor {
   // reload: a rotated key needs no restart). Safe from any thread after Start().
   void ReloadKeys();
 
+  // The alarm and counter engine (its views are safe from any thread); null
+  // before Start().
+  const rules::AlarmEngine* alarms() const { return engine_.get(); }
+
  private:
+  // Whether a device's poller sees its link down (for comm_loss alarms); safe
+  // from any thread.
+  bool LinkDown(const std::string& device) const;
+
   Config config_;
   const Clock& clock_;
   std::unique_ptr<store::StoreWriter> writer_;
   std::unique_ptr<uplink::Uplink> uplink_;
+  std::unique_ptr<rules::AlarmEngine> engine_;
   std::vector<std::unique_ptr<modbus::ModbusPoller>> pollers_;
+  mutable Mutex links_mu_;
+  // device id -> its poller and index there, for LinkDown().
+  std::map<std::string, std::pair<const modbus::ModbusPoller*, size_t>> links_
+      TR_GUARDED_BY(links_mu_);
   bool started_ = false;
 };
 

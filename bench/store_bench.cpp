@@ -126,10 +126,11 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
                      "VALUES (?1, ?2, ?3, ?4, ?5)",
                      -1, &ins, nullptr);
   sqlite3_stmt* del = nullptr;
-  sqlite3_prepare_v2(
-      db, "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks ORDER BY id LIMIT ?1)", -1, &del,
-      nullptr);
-  const int64_t keep = static_cast<int64_t>(kMaxBytes * 0.8 / (static_cast<double>(blob.size()) + 40));
+  sqlite3_prepare_v2(db,
+                     "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks ORDER BY id LIMIT ?1)",
+                     -1, &del, nullptr);
+  const int64_t keep =
+      static_cast<int64_t>(kMaxBytes * 0.8 / (static_cast<double>(blob.size()) + 40));
   std::vector<int64_t> next_seq(kDevices, 1);
   int64_t chunks = 0, g = 0, ts = 1763800000000;
   const int polls = kGroupRows / tags;

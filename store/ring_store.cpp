@@ -220,6 +220,9 @@ Status RingStore::Prepare() {
        "SELECT c.device_id, d.name, min(c.seq_first), max(c.seq_first + c.count - 1), "
        "sum(c.count) FROM chunks c JOIN devices d ON d.id = c.device_id WHERE c.device_id = ?1 "
        "AND c.delivered = 0 AND c.seq_first BETWEEN ?2 AND ?3 GROUP BY c.device_id"},
+      {&put_state_,
+       "INSERT INTO state (key, value) VALUES (?1, ?2) "
+       "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
       {&delete_range_,
        "DELETE FROM chunks WHERE device_id = ?1 AND delivered = 0 AND seq_first BETWEEN ?2 AND ?3"},
   };
@@ -480,6 +483,10 @@ Status RingStore::Apply(const std::vector<WriteItem>& group) {
       s = InsertEvent(*e);
     } else if (const auto* ea = std::get_if<EventAck>(&item)) {
       s = MarkEventsDelivered(*ea);
+    } else if (const auto* st = std::get_if<StateUpdate>(&item)) {
+      put_state_.BindText(1, st->key);
+      put_state_.BindText(2, st->value);
+      s = put_state_.Run();
     } else {
       s = Discard(std::get<DiscardReadings>(item));
     }
@@ -626,6 +633,19 @@ void RingStore::AfterCommit() {
   if (FileBytes(path_ + "-wal") <= wal_limit_) return;
   Status s = db_.Exec("PRAGMA wal_checkpoint(TRUNCATE)");
   if (!s.ok()) Log(LogLevel::kWarning, "store", "checkpoint: " + s.ToString());
+}
+
+Result<std::map<std::string, std::string>> RingStore::LoadState() {
+  Result<Stmt> st = Stmt::Prepare(db_, "SELECT key, value FROM state");
+  if (!st.ok()) return st.status();
+  std::map<std::string, std::string> out;
+  for (;;) {
+    Result<bool> row = st->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    out.emplace(std::string(st->ColumnText(0)), std::string(st->ColumnText(1)));
+  }
+  return out;
 }
 
 RingUsage RingStore::Usage() const {

@@ -84,6 +84,9 @@ class RingStore {
   RingUsage Usage() const;
   const std::string& path() const { return path_; }
 
+  // The state the writer's observers kept (StateUpdate), key -> value.
+  Result<std::map<std::string, std::string>> LoadState();
+
   // How max_bytes is shared: the WAL's budget (checkpointed at half of it and
   // truncated to it) and the database's page cap. The writer's connection runs
   // with LimitPragmas(); the store benchmark's raw-SQLite ceiling uses the same.
@@ -161,7 +164,7 @@ class RingStore {
   Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_chunk_,
       mark_delivered_, find_stream_, insert_stream_, update_stream_, insert_event_, mark_events_,
       add_lost_, page_count_, freelist_count_, delete_delivered_, delete_delivered_events_,
-      oldest_undelivered_, delete_oldest_, range_undelivered_, delete_range_;
+      oldest_undelivered_, delete_oldest_, range_undelivered_, delete_range_, put_state_;
   // Caches of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
   std::map<std::pair<std::string, std::string>, int64_t> streams_;  // next seq per stream

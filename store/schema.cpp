@@ -70,6 +70,11 @@ CREATE TABLE streams (
   next_seq INTEGER NOT NULL,
   PRIMARY KEY (stream, device)
 ) WITHOUT ROWID;
+-- What the alarm and counter engine keeps across restarts.
+CREATE TABLE state (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
 )sql";
 
 // Packs the version 1 readings rows into chunks: runs of consecutive sequence

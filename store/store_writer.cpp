@@ -61,12 +61,24 @@ RingUsage StoreWriter::usage() const {
 }
 
 void StoreWriter::Run() {
+  if (observer_ != nullptr) {
+    Result<std::map<std::string, std::string>> state = store_->LoadState();
+    if (!state.ok()) {
+      Log(LogLevel::kError, "store",
+          "read the alarm and counter state: " + state.status().ToString() +
+              "; alarms and counters start afresh");
+    }
+    observer_->Restore(state.ok() ? *state : std::map<std::string, std::string>{});
+    next_tick_ = steady_clock::now() + observer_->tick_interval();
+  }
   for (;;) {
-    MonoTime deadline = MonoTime::max();
-    if (!pending_.empty()) deadline = counters_.failing ? retry_at_ : group_deadline_;
+    MonoTime deadline = next_tick_;
+    if (!pending_.empty())
+      deadline = std::min(deadline, counters_.failing ? retry_at_ : group_deadline_);
     std::optional<StoreItem> item = queue_.PopUntil(deadline);
     const bool drained = !item && queue_.closed();
     if (item) Accept(std::move(*item));
+    if (observer_ != nullptr && steady_clock::now() >= next_tick_) Tick();
     const MonoTime now = steady_clock::now();
     const bool due = counters_.failing
                          ? now >= retry_at_
@@ -74,6 +86,16 @@ void StoreWriter::Run() {
     if (!pending_.empty() && (due || drained)) TryCommit(drained);
     if (drained) return;
   }
+}
+
+void StoreWriter::Tick() {
+  next_tick_ = steady_clock::now() + observer_->tick_interval();
+  observed_.clear();
+  observer_->OnTick(observed_);
+  if (observed_.empty()) return;
+  if (pending_.empty()) group_deadline_ = steady_clock::now() + options_.commit_interval;
+  for (NewEvent& e : observed_) pending_.emplace_back(std::move(e));
+  pending_rows_ += observed_.size();
 }
 
 void StoreWriter::Accept(StoreItem&& item) {
@@ -115,6 +137,12 @@ void StoreWriter::Sequence(ReadingBatch&& batch) {
   pending_rows_ += batch.readings.size();
   counters_.pending_readings += batch.readings.size();
   pending_.emplace_back(SequencedBatch{std::move(batch.device), first, std::move(batch.readings)});
+  if (observer_ != nullptr) {
+    observed_.clear();
+    observer_->OnReadings(std::get<SequencedBatch>(pending_.back()), observed_);
+    for (NewEvent& e : observed_) pending_.emplace_back(std::move(e));
+    pending_rows_ += observed_.size();
+  }
 }
 
 void StoreWriter::DropOldestReadings() {
@@ -135,6 +163,11 @@ void StoreWriter::DropOldestReadings() {
 }
 
 void StoreWriter::TryCommit(bool stopping) {
+  if (observer_ != nullptr) {
+    std::vector<StateUpdate> state;
+    observer_->TakeState(state);
+    for (StateUpdate& u : state) pending_.emplace_back(std::move(u));
+  }
   // Readings dropped in memory are reported as soon as the store can take it;
   // the events go first in the group and come out again if the commit fails
   // (the losses may still grow before the next try).
@@ -185,7 +218,10 @@ void StoreWriter::TryCommit(bool stopping) {
   size_t readings = 0, acks = 0, events = 0;
   for (const WriteItem& w : pending_) {
     if (std::holds_alternative<SequencedBatch>(w)) readings += RowsOf(w);
-    if (!std::holds_alternative<SequencedBatch>(w) && !std::holds_alternative<NewEvent>(w)) ++acks;
+    if (std::holds_alternative<DeliveryAck>(w) || std::holds_alternative<EventAck>(w) ||
+        std::holds_alternative<DiscardReadings>(w)) {
+      ++acks;
+    }
     if (std::holds_alternative<NewEvent>(w)) ++events;
   }
   if (counters_.failing) {

@@ -12,6 +12,9 @@
 //   the oldest readings are dropped, counted, and reported in a readings_lost
 //   event (reason memory_full) once the store works again.
 // - Producers never block on the disk, only on a full queue.
+// - An observer (alarm rules, counters) sees every reading as it is taken and
+//   a tick every tick_interval(); its records and state changes go into the
+//   same group as the readings they came from.
 // - Stop() commits what was queued before it returns (three attempts if the
 //   disk is failing; what still fails is counted as lost_at_stop).
 //
@@ -33,6 +36,7 @@
 #include "agent/core/stop_signal.h"
 #include "store/ring_store.h"
 #include "store/types.h"
+#include "store/writer_observer.h"
 
 namespace tagrelay::store {
 
@@ -59,6 +63,11 @@ class StoreWriter {
   // Called after every commit that wrote readings or events. Set before Start().
   void SetCommitListener(std::function<void()> listener) { on_commit_ = std::move(listener); }
 
+  // Runs on every reading and every tick in the writer thread (alarms,
+  // counters); its records and state are stored with the readings. Set before
+  // Start(); not owned.
+  void SetObserver(WriterObserver* observer) { observer_ = observer; }
+
   void Start();
   // Closes the queue, commits what is in it and joins the thread.
   void Stop();
@@ -82,6 +91,7 @@ class StoreWriter {
   };
 
   void Run();
+  void Tick();
   void Accept(StoreItem&& item);
   void Sequence(ReadingBatch&& batch);
   void DropOldestReadings();
@@ -92,12 +102,15 @@ class StoreWriter {
   const Clock& clock_;
   BoundedQueue<StoreItem> queue_;
   std::function<void()> on_commit_;
+  WriterObserver* observer_ = nullptr;
   WriterCounters counters_;
 
   // Writer thread only.
   std::vector<WriteItem> pending_;
   size_t pending_rows_ = 0;
   MonoTime group_deadline_ = MonoTime::max();
+  MonoTime next_tick_ = MonoTime::max();
+  std::vector<NewEvent> observed_;  // scratch for the observer's records
   std::unordered_map<std::string, int64_t> next_seq_;
   std::map<std::string, Loss> memory_losses_;  // dropped in memory, to report
   MonoTime retry_at_{};

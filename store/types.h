@@ -88,8 +88,16 @@ struct SequencedBatch {
   std::vector<Reading> readings;
 };
 
+// A value of the writer's observers to keep across restarts (alarm states,
+// counters), stored in the same transaction as the records it goes with.
+struct StateUpdate {
+  std::string key;
+  std::string value;
+};
+
 // What the writer hands to the ring in one transaction.
-using WriteItem = std::variant<SequencedBatch, DeliveryAck, NewEvent, EventAck, DiscardReadings>;
+using WriteItem =
+    std::variant<SequencedBatch, DeliveryAck, NewEvent, EventAck, DiscardReadings, StateUpdate>;
 
 // A reading as stored, with its sequence number.
 struct StoredReading {

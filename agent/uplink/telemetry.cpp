@@ -23,10 +23,6 @@ std::optional<Stream> ParseStream(std::string_view name) {
   return std::nullopt;
 }
 
-std::string_view AlarmStateName(AlarmState s) {
-  return s == AlarmState::kRaised ? "raised" : "cleared";
-}
-
 std::string StatusTopic(std::string_view prefix, std::string_view gateway) {
   std::string t(prefix);
   t += '/';
@@ -57,27 +53,6 @@ std::string DeviceTopic(std::string_view prefix, std::string_view gateway, std::
 
 namespace {
 
-void WriteValue(JsonWriter& w, const Value& v) {
-  std::visit(
-      [&](const auto& x) {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::monostate>) {
-          w.Null();
-        } else if constexpr (std::is_same_v<T, bool>) {
-          w.Bool(x);
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          w.Int(x);
-        } else if constexpr (std::is_same_v<T, uint64_t>) {
-          w.Uint(x);
-        } else if constexpr (std::is_same_v<T, double>) {
-          w.Double(x);
-        } else {
-          w.String(x);
-        }
-      },
-      v);
-}
-
 void WriteItem(JsonWriter& w, const store::StoredReading& r) {
   w.BeginObject();
   w.Key("tag").String(r.tag);
@@ -88,32 +63,6 @@ void WriteItem(JsonWriter& w, const store::StoredReading& r) {
   }
   w.Key("q").String(QualityName(r.quality));
   if (r.quality != Quality::kGood && !r.error.empty()) w.Key("err").String(r.error);
-  w.EndObject();
-}
-
-void WriteAlarm(JsonWriter& w, const AlarmEvent& e) {
-  w.BeginObject();
-  w.Key("alarm").String(e.alarm);
-  if (!e.tag.empty()) w.Key("tag").String(e.tag);
-  w.Key("ts").Int(e.ts_ms);
-  w.Key("state").String(AlarmStateName(e.state));
-  w.Key("kind").String(e.kind);
-  w.Key("severity").String(e.severity);
-  if (!std::holds_alternative<std::monostate>(e.value)) {
-    w.Key("v");
-    WriteValue(w, e.value);
-  }
-  if (e.limit) w.Key("limit").Double(*e.limit);
-  if (!e.message.empty()) w.Key("message").String(e.message);
-  w.EndObject();
-}
-
-void WriteCounter(JsonWriter& w, const CounterSnapshot& c) {
-  w.BeginObject();
-  w.Key("counter").String(c.counter);
-  w.Key("ts").Int(c.ts_ms);
-  w.Key("run_s").Double(c.run_s);
-  w.Key("starts").Int(c.starts);
   w.EndObject();
 }
 
@@ -191,20 +140,6 @@ size_t EncodeRecords(Stream stream, const BatchHeader& header,
                          out);
   }
   return 0;
-}
-
-std::string AlarmRecord(const AlarmEvent& e) {
-  std::string out;
-  JsonWriter w(&out);
-  WriteAlarm(w, e);
-  return out;
-}
-
-std::string CounterRecord(const CounterSnapshot& c) {
-  std::string out;
-  JsonWriter w(&out);
-  WriteCounter(w, c);
-  return out;
 }
 
 std::string EncodeBirth(std::string_view gateway, std::string_view device,

@@ -7,7 +7,7 @@
 // records whose payload fits in max_bytes, and always at least one, so a
 // single record larger than the bound still goes out alone rather than
 // blocking its stream. Records of the event streams are stored as JSON objects
-// (the *Record() functions below make them) and are copied into a batch as they are.
+// (agent/rules/records.h makes them) and are copied into a batch as they are.
 //
 // Threads: pure functions.
 #pragma once
@@ -70,34 +70,6 @@ std::string EncodeTelemetry(const BatchHeader& header,
 size_t EncodeRecords(Stream stream, const BatchHeader& header,
                      std::span<const store::StoredEvent> records, size_t max_bytes,
                      std::string* out);
-
-enum class AlarmState : uint8_t { kRaised, kCleared };
-std::string_view AlarmStateName(AlarmState s);
-
-// One transition of one alarm rule.
-struct AlarmEvent {
-  std::string alarm;  // the [[alarm]] id
-  std::string tag;    // the tag it watches; empty for a device-wide rule (comm_loss)
-  int64_t ts_ms = 0;  // when the transition happened (Unix ms, UTC)
-  AlarmState state = AlarmState::kRaised;
-  std::string kind;      // high | low | high_high | low_low | equals | rate | stale | comm_loss
-  std::string severity;  // as configured, e.g. "major"
-  Value value;           // the value that caused the transition; none for stale/comm_loss
-  std::optional<double> limit;
-  std::string message;  // the configured message with {value} and {unit} filled in
-};
-
-// The state of one run-hours / starts counter at one moment.
-struct CounterSnapshot {
-  std::string counter;  // the [[counter]] id
-  int64_t ts_ms = 0;
-  double run_s = 0;    // total running time, seconds
-  int64_t starts = 0;  // total number of starts
-};
-
-// The stored form (a JSON object) of an alarm event and of a counter snapshot.
-std::string AlarmRecord(const AlarmEvent& e);
-std::string CounterRecord(const CounterSnapshot& c);
 
 // What the cloud learns about a tag from the device's birth message.
 struct TagInfo {

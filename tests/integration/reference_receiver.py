@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "schema")
 KINDS = ("telemetry", "alarms", "counters", "events", "birth", "status")
@@ -180,7 +181,8 @@ class ReferenceReceiver:
                     self.duplicates += 1
                     continue
                 seen.add(seq)
-                self.records[(gateway, device or "", kind, seq)] = dict(item, historical=doc["historical"])
+                self.records[(gateway, device or "", kind, seq)] = dict(
+                    item, historical=doc["historical"], arrived_ms=int(time.time() * 1000))
                 if kind == "events" and item["kind"] == "readings_lost":
                     self.lost.setdefault((gateway, item["device"]), []).append(
                         (item["seq_first"], item["seq_last"], item["reason"]))

@@ -487,11 +487,12 @@ bus = "b"
 [[device.tag]]
 name = "t"
 address = 0
-[[alarm]] # <- line 15; the key 'alarm' starts at column 3
+[[alert]] # <- line 15; the key 'alert' starts at column 3
 id = "overvoltage-l1"
 )");
-  EXPECT_TRUE(OnlyError(r, 15, 3, "unknown section 'alarm'",
-                        "[gateway], [store], [uplink], [[bus]] and [[device]]"));
+  EXPECT_TRUE(
+      OnlyError(r, 15, 3, "unknown section 'alert'",
+                "[gateway], [store], [uplink], [[bus]], [[device]], [[alarm]] and [[counter]]"));
 }
 
 TEST(ConfigErrorTest, UnknownTableSection) {
@@ -1393,7 +1394,7 @@ port = 0
 id = "bad id"
 [uplink]
 url = ["mqtt://a", "http://b"]
-[[alarm]]
+[[alert]]
 id = "x"
 )");
   EXPECT_FALSE(r.config.has_value());
@@ -1404,7 +1405,7 @@ id = "x"
       {14, 6, "[gateway].id: 'bad id' is not a valid name"},
       {16, 8, "[uplink].url 'mqtt://a' has no TLS"},
       {16, 20, "[uplink].url 'http://b': broker URL must start with mqtts://"},
-      {17, 3, "unknown section 'alarm'"},
+      {17, 3, "unknown section 'alert'"},
   };
   for (size_t i = 0; i < expected.size(); ++i) {
     SCOPED_TRACE(i);
@@ -1508,7 +1509,8 @@ TEST(ConfigReferenceTest, DocumentsEveryKeyUnderItsSection) {
     if (k.section != section) {
       section = k.section;
       ++sections;
-      const bool array = section == "bus" || section == "device" || section == "device.tag";
+      const bool array = section == "bus" || section == "device" || section == "device.tag" ||
+                         section == "alarm" || section == "counter";
       const std::string heading = "\n### " + std::string(array ? "[[" : "[") +
                                   std::string(section) + (array ? "]]" : "]") + "\n";
       const size_t at = md.find(heading, pos);
@@ -1539,7 +1541,7 @@ TEST(ConfigReferenceTest, DocumentsEveryKeyUnderItsSection) {
     EXPECT_EQ(md.find("\n### ", pos), md.find("\n### ", at)) << "the row is under another heading";
     pos = at + row.size();
   }
-  EXPECT_EQ(sections, 6);
+  EXPECT_EQ(sections, 8);
   EXPECT_EQ(pos, md.size());
 }
 
@@ -1560,7 +1562,7 @@ TEST(ConfigReferenceTest, EveryTableRowHasFourCells) {
     EXPECT_EQ(bars, 5) << line;
     ++rows;
   }
-  EXPECT_EQ(rows, ConfigKeys().size() + 2 * 6);  // a header and a rule per section
+  EXPECT_EQ(rows, ConfigKeys().size() + 2 * 8);  // a header and a rule per section
 }
 
 TEST(ConfigReferenceTest, EveryDocumentedKeyIsAccepted) {
@@ -1580,6 +1582,10 @@ TEST(ConfigReferenceTest, EveryDocumentedKeyIsAccepted) {
     if (k.section == "store") {
       text.insert(text.find("[uplink]"), "[store]\n");
       header = "[store]\n";
+    }
+    if (k.section == "alarm" || k.section == "counter") {
+      header = "[[" + std::string(k.section) + "]]\n";
+      text += "\n" + header;
     }
     ASSERT_FALSE(header.empty()) << "unexpected section " << k.section;
     const size_t section_at = text.find(header);

@@ -10,6 +10,7 @@
 
 #include "agent/core/clock.h"
 #include "agent/core/log.h"
+#include "agent/rules/records.h"
 #include "agent/uplink/signing.h"
 #include "fakes/fake_mqtt_client.h"
 #include "fakes/sequencing.h"
@@ -19,6 +20,12 @@
 
 namespace tagrelay::uplink {
 namespace {
+
+using rules::AlarmEvent;
+using rules::AlarmRecord;
+using rules::AlarmState;
+using rules::CounterRecord;
+using rules::CounterSnapshot;
 
 using std::chrono::milliseconds;
 
@@ -594,7 +601,8 @@ TEST_F(UplinkTest, AlarmEventsGoAheadOfTelemetryAndTheirAcksReachTheStore) {
 
   // A new alarm while the window is full goes out before the waiting telemetry.
   AddRecord(store::kStreamAlarms, "d", AlarmRecord(e));
-  AddRecord(store::kStreamCounters, "d", CounterRecord(CounterSnapshot{"pump-hours", 0, 3600, 2}));
+  AddRecord(store::kStreamCounters, "d",
+            CounterRecord(CounterSnapshot{"pump-hours", 0, 3600, 2, true}));
   mqtt_->Ack(mqtt_->Telemetry()[0].mid);
   Turn();
   ASSERT_EQ(On("/d/alarms").size(), 2u);

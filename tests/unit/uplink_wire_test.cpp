@@ -6,11 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "agent/rules/records.h"
 #include "agent/uplink/signing.h"
 #include "agent/uplink/telemetry.h"
 
 namespace tagrelay::uplink {
 namespace {
+
+using rules::AlarmEvent;
+using rules::AlarmRecord;
+using rules::AlarmState;
+using rules::CounterRecord;
+using rules::CounterSnapshot;
 
 TEST(SigningTest, SignatureIsBase64HmacSha256OfTopicNewlinePayload) {
   // Known answer, computed independently (Python's hmac module).
@@ -118,7 +125,7 @@ TEST(EncodeRecordsTest, AlarmRecordsGoIntoTheBatchAsStored) {
 
 TEST(EncodeRecordsTest, CounterSnapshots) {
   const std::vector<store::StoredEvent> records{
-      {3, 1763800000000, CounterRecord({"pump-1-hours", 1763800000000, 3600.5, 12})}};
+      {3, 1763800000000, CounterRecord({"pump-1-hours", 1763800000000, 3600.5, 12, std::nullopt})}};
   std::string out;
   EXPECT_EQ(EncodeRecords(Stream::kCounters, {"gw", "vfd-1", true}, records, kUnbounded, &out), 1u);
   EXPECT_EQ(out,
