@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -1140,8 +1141,49 @@ Config Parser::Parse(const toml::table& root) {
 
 }  // namespace
 
+namespace {
+
+// The TOML parser (toml++ 3.3) reaches undefined behaviour when it checks
+// whether a code point in U+FB26..U+FEFE is whitespace, which it does for any
+// character where whitespace may stand. Such characters (presentation forms,
+// small and compatibility forms) have no business in a config file: they are
+// refused, with their place, before the parser sees them.
+std::optional<ConfigError> UnsupportedCharacter(std::string_view text, const std::string& path) {
+  int line = 1, column = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b == '\n') {
+      ++line;
+      column = 1;
+      continue;
+    }
+    if (b == 0xEF && i + 2 < text.size()) {
+      const auto b1 = static_cast<unsigned char>(text[i + 1]), b2 = static_cast<unsigned char>(text[i + 2]);
+      if ((b1 & 0xC0) == 0x80 && (b2 & 0xC0) == 0x80) {
+        const uint32_t cp = (uint32_t{b & 0x0Fu} << 12) | (uint32_t{b1 & 0x3Fu} << 6) | (b2 & 0x3Fu);
+        if (cp >= 0xFB26 && cp <= 0xFEFE) {
+          char hex[16];
+          std::snprintf(hex, sizeof hex, "U+%04X", cp);
+          return ConfigError{path, line, column,
+                             std::string("unsupported character ") + hex +
+                                 " (characters U+FB26..U+FEFE are not accepted in a config file)",
+                             "retype it, or remove it if it was pasted in by mistake"};
+        }
+      }
+    }
+    if ((b & 0xC0) != 0x80) ++column;  // count characters, not bytes
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 ConfigResult ParseConfig(std::string_view text, const std::string& path) {
   ConfigResult out;
+  if (std::optional<ConfigError> e = UnsupportedCharacter(text, path)) {
+    out.errors.push_back(std::move(*e));
+    return out;
+  }
   toml::parse_result parsed = toml::parse(text, path);
   if (!parsed) {
     const toml::parse_error& e = parsed.error();

@@ -385,6 +385,17 @@ port 502
       << r.errors[0].ToString();
 }
 
+TEST(ConfigErrorTest, PresentationFormCharactersAreRefusedWithTheirPlace) {
+  // U+FE7F (arabic presentation form) is two characters after "é" on line 2:
+  // the column counts characters, not bytes.
+  const ConfigResult r = Parse("[gateway]\nid = \"\xC3\xA9\xEF\xB9\xBF\"\n");
+  ASSERT_TRUE(OnlyError(r, 2, 8, "unsupported character U+FE7F", "retype it"));
+  // The edges of the refused range, and the byte order mark just past it, which is fine.
+  EXPECT_FALSE(Parse("# \xEF\xAC\xA6\n").errors.empty());  // U+FB26
+  EXPECT_FALSE(Parse("# \xEF\xBB\xBE\n").errors.empty());  // U+FEFE
+  EXPECT_TRUE(Ok(Parse(std::string(kMinimal) + "# \xEF\xAC\xA5 \xEF\xBB\xBF\n")));  // U+FB25, U+FEFF
+}
+
 TEST(ConfigErrorTest, UnknownKeyWithDidYouMeanHint) {
   const ConfigResult r = Parse(R"([gateway]
 id = "gw"
