@@ -1158,9 +1158,11 @@ std::optional<ConfigError> UnsupportedCharacter(std::string_view text, const std
       continue;
     }
     if (b == 0xEF && i + 2 < text.size()) {
-      const auto b1 = static_cast<unsigned char>(text[i + 1]), b2 = static_cast<unsigned char>(text[i + 2]);
+      const auto b1 = static_cast<unsigned char>(text[i + 1]),
+                 b2 = static_cast<unsigned char>(text[i + 2]);
       if ((b1 & 0xC0) == 0x80 && (b2 & 0xC0) == 0x80) {
-        const uint32_t cp = (uint32_t{b & 0x0Fu} << 12) | (uint32_t{b1 & 0x3Fu} << 6) | (b2 & 0x3Fu);
+        const uint32_t cp =
+            (uint32_t{b & 0x0Fu} << 12) | (uint32_t{b1 & 0x3Fu} << 6) | (b2 & 0x3Fu);
         if (cp >= 0xFB26 && cp <= 0xFEFE) {
           char hex[16];
           std::snprintf(hex, sizeof hex, "U+%04X", cp);
