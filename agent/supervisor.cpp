@@ -95,6 +95,7 @@ Status Supervisor::Start() {
   Result<std::unique_ptr<store::RingStore>> ring =
       store::RingStore::Open(store_options, &report, clock_);
   if (!ring.ok()) return ring.status();
+  (*ring)->SetHolds(&holds_);
   Result<store::OutboxReader> reader = store::OutboxReader::Open(store_options.path);
   if (!reader.ok()) return reader.status().WithContext("open store reader " + store_options.path);
 
@@ -104,6 +105,7 @@ Status Supervisor::Start() {
       UplinkOptionsOf(config_), std::make_unique<uplink::MosquittoClient>(),
       std::move(reader).value(),
       [writer](store::StoreItem&& item) { writer->Submit(std::move(item)); }, clock_);
+  uplink_->SetHolds(&holds_);
   uplink::Uplink* up = uplink_.get();
   writer_->SetCommitListener([up] { up->NotifyNewData(); });
   engine_ = std::make_unique<rules::AlarmEngine>(

@@ -20,6 +20,7 @@
 #include "agent/core/clock.h"
 #include "agent/core/mutex.h"
 #include "agent/core/status.h"
+#include "store/delivery_holds.h"
 
 namespace tagrelay {
 
@@ -61,6 +62,7 @@ class Supervisor {
 
   Config config_;
   const Clock& clock_;
+  store::DeliveryHolds holds_;  // shared by the writer and the uplink: outlives both
   std::unique_ptr<store::StoreWriter> writer_;
   std::unique_ptr<uplink::Uplink> uplink_;
   std::unique_ptr<rules::AlarmEngine> engine_;

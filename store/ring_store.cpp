@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <type_traits>
 
 #include "agent/core/json_writer.h"
@@ -177,6 +178,10 @@ RingStore::RingStore(Db db, const StoreOptions& options, SequenceReservations re
       clock_(clock) {}
 
 Status RingStore::Prepare() {
+  // The uplink's held ranges, copied in for each eviction (connection-private).
+  TR_RETURN_IF_ERROR(
+      db_.Exec("CREATE TEMP TABLE IF NOT EXISTS held (device_id INTEGER NOT NULL, "
+               "first INTEGER NOT NULL, last INTEGER NOT NULL)"));
   struct {
     Stmt* stmt;
     const char* sql;
@@ -209,22 +214,25 @@ Status RingStore::Prepare() {
       {&delete_delivered_events_,
        "DELETE FROM events WHERE id IN "
        "(SELECT id FROM events WHERE delivered = 1 ORDER BY id LIMIT ?1)"},
-      {&oldest_undelivered_,
-       "SELECT c.device_id, d.name, min(c.seq_first), max(c.seq_first + c.count - 1), "
-       "sum(c.count) FROM (SELECT device_id, seq_first, count FROM chunks WHERE delivered = 0 "
-       "ORDER BY id LIMIT ?1) c JOIN devices d ON d.id = c.device_id GROUP BY c.device_id"},
-      {&delete_oldest_,
-       "DELETE FROM chunks WHERE id IN "
-       "(SELECT id FROM chunks WHERE delivered = 0 ORDER BY id LIMIT ?1)"},
-      {&range_undelivered_,
-       "SELECT c.device_id, d.name, min(c.seq_first), max(c.seq_first + c.count - 1), "
-       "sum(c.count) FROM chunks c JOIN devices d ON d.id = c.device_id WHERE c.device_id = ?1 "
-       "AND c.delivered = 0 AND c.seq_first BETWEEN ?2 AND ?3 GROUP BY c.device_id"},
+      {&undelivered_oldest_,
+       // ?2 = 1: skip chunks that overlap a held range (see DeliveryHolds).
+       "SELECT c.id, c.device_id, d.name, c.seq_first, c.count FROM chunks c "
+       "JOIN devices d ON d.id = c.device_id WHERE c.delivered = 0 AND (?2 = 0 OR NOT EXISTS "
+       "(SELECT 1 FROM temp.held h WHERE h.device_id = c.device_id "
+       "AND h.first <= c.seq_first + c.count - 1 AND h.last >= c.seq_first)) "
+       "ORDER BY c.id LIMIT ?1"},
+      {&undelivered_range_,
+       "SELECT c.id, c.device_id, d.name, c.seq_first, c.count FROM chunks c "
+       "JOIN devices d ON d.id = c.device_id WHERE c.device_id = ?1 AND c.delivered = 0 "
+       "AND c.seq_first BETWEEN ?2 AND ?3"},
+      {&delete_chunk_, "DELETE FROM chunks WHERE id = ?1"},
+      {&clear_held_, "DELETE FROM temp.held"},
+      {&insert_held_,
+       "INSERT INTO temp.held (device_id, first, last) SELECT id, ?2, ?3 FROM devices "
+       "WHERE name = ?1"},
       {&put_state_,
        "INSERT INTO state (key, value) VALUES (?1, ?2) "
        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
-      {&delete_range_,
-       "DELETE FROM chunks WHERE device_id = ?1 AND delivered = 0 AND seq_first BETWEEN ?2 AND ?3"},
   };
   for (const auto& s : all) {
     Result<Stmt> st = Stmt::Prepare(db_, s.sql);
@@ -431,45 +439,65 @@ Status RingStore::MarkEventsDelivered(const EventAck& ack) {
 Status RingStore::Discard(const DiscardReadings& d) {
   Result<DeviceEntry*> dev = Device(d.device, 1);
   if (!dev.ok()) return dev.status();
-  for (Stmt* st : {&range_undelivered_, &delete_range_}) {
-    st->BindInt(1, (*dev)->id);
-    st->BindInt(2, d.seq_first);
-    st->BindInt(3, d.seq_last);
-  }
-  return DropUndelivered(range_undelivered_, delete_range_, d.reason.c_str());
+  undelivered_range_.BindInt(1, (*dev)->id);
+  undelivered_range_.BindInt(2, d.seq_first);
+  undelivered_range_.BindInt(3, d.seq_last);
+  return DropUndelivered(undelivered_range_, d.reason.c_str()).status();
 }
 
-Status RingStore::DropUndelivered(Stmt& select, Stmt& remove, const char* reason) {
-  struct Loss {
-    int64_t device_id;
+Result<int64_t> RingStore::DropUndelivered(Stmt& select, const char* reason) {
+  struct Chunk {
+    int64_t id, device_id;
     std::string device;
-    int64_t first, last, count;
+    int64_t first, count;
   };
-  std::vector<Loss> losses;
+  std::vector<Chunk> chunks;
   for (;;) {
     Result<bool> row = select.Step();
-    if (!row.ok()) return row.status();
+    if (!row.ok()) {
+      select.Reset();
+      return row.status();
+    }
     if (!*row) break;
-    losses.push_back(Loss{select.ColumnInt(0), std::string(select.ColumnText(1)),
-                          select.ColumnInt(2), select.ColumnInt(3), select.ColumnInt(4)});
+    chunks.push_back(Chunk{select.ColumnInt(0), select.ColumnInt(1),
+                           std::string(select.ColumnText(2)), select.ColumnInt(3),
+                           select.ColumnInt(4)});
   }
   select.Reset();
-  TR_RETURN_IF_ERROR(remove.Run());
-  chunks_ -= db_.Changes();
-  for (const Loss& l : losses) {
-    readings_ -= l.count;
-    add_lost_.BindInt(1, l.device_id);
-    add_lost_.BindInt(2, l.count);
+  for (const Chunk& c : chunks) {
+    delete_chunk_.BindInt(1, c.id);
+    TR_RETURN_IF_ERROR(delete_chunk_.Run());
+  }
+  chunks_ -= static_cast<int64_t>(chunks.size());
+  // One loss per run of consecutive seqs, so that a range never claims a
+  // reading that is still stored (or was delivered) between two lost ones.
+  std::sort(chunks.begin(), chunks.end(), [](const Chunk& x, const Chunk& y) {
+    return x.device_id != y.device_id ? x.device_id < y.device_id : x.first < y.first;
+  });
+  for (size_t i = 0; i < chunks.size();) {
+    const Chunk& head = chunks[i];
+    int64_t last = head.first + head.count - 1, count = head.count;
+    size_t j = i + 1;
+    for (; j < chunks.size() && chunks[j].device_id == head.device_id &&
+           chunks[j].first == last + 1;
+         ++j) {
+      last += chunks[j].count;
+      count += chunks[j].count;
+    }
+    readings_ -= count;
+    add_lost_.BindInt(1, head.device_id);
+    add_lost_.BindInt(2, count);
     TR_RETURN_IF_ERROR(add_lost_.Run());
     TR_RETURN_IF_ERROR(InsertEvent(
         NewEvent{std::string(kStreamEvents), "", clock_.wall_ms(),
-                 LossRecord(clock_.wall_ms(), l.device, l.first, l.last, l.count, reason)}));
-    evicted_undelivered_ += static_cast<uint64_t>(l.count);
-    LogDevice(LogLevel::kWarning, "store", l.device,
-              std::to_string(l.count) + " undelivered readings, seq " + std::to_string(l.first) +
-                  ".." + std::to_string(l.last) + ", are lost (" + reason + ")");
+                 LossRecord(clock_.wall_ms(), head.device, head.first, last, count, reason)}));
+    evicted_undelivered_ += static_cast<uint64_t>(count);
+    LogDevice(LogLevel::kWarning, "store", head.device,
+              std::to_string(count) + " undelivered readings, seq " + std::to_string(head.first) +
+                  ".." + std::to_string(last) + ", are lost (" + reason + ")");
+    i = j;
   }
-  return Status::Ok();
+  return static_cast<int64_t>(chunks.size());
 }
 
 Status RingStore::Apply(const std::vector<WriteItem>& group) {
@@ -542,6 +570,13 @@ Status RingStore::WriteGroup(const std::vector<WriteItem>& group) {
     s = ApplyInTransaction(group);
   }
   if (!s.ok()) return s.WithContext("store write");
+  if (holds_ != nullptr) {  // delivered now for the ring too: no longer the uplink's to hold
+    for (const WriteItem& item : group) {
+      if (const auto* a = std::get_if<DeliveryAck>(&item)) {
+        holds_->Release(a->device, a->seq_first, a->seq_last);
+      }
+    }
+  }
   AfterCommit();
   return Status::Ok();
 }
@@ -586,6 +621,10 @@ Status RingStore::MakeRoom(uint64_t need_bytes, bool force) {
   const uint64_t target = used + need_bytes > low ? used + need_bytes - low : need_bytes;
   const int64_t n = static_cast<int64_t>(target / ChunkBytes()) + 1;
 
+  // No fetch of the uplink runs while the ring evicts: it either sees the
+  // ranges a fetch holds or has committed before the fetch reads.
+  std::optional<DeliveryHolds::Exclusion> exclusion;
+  if (holds_ != nullptr) exclusion.emplace(*holds_);
   TR_RETURN_IF_ERROR(Begin());
   Status s = [&]() -> Status {
     delete_delivered_events_.BindInt(1, n);
@@ -602,10 +641,31 @@ Status RingStore::MakeRoom(uint64_t need_bytes, bool force) {
     }
     delete_delivered_.Reset();
     chunks_ -= gone;
-    if (gone < n) {
-      oldest_undelivered_.BindInt(1, n - gone);
-      delete_oldest_.BindInt(1, n - gone);
-      TR_RETURN_IF_ERROR(DropUndelivered(oldest_undelivered_, delete_oldest_, kLossRingFull));
+    if (gone >= n) return Status::Ok();
+    // The oldest undelivered chunks go next, except those on their way to the
+    // cloud; those too only if nothing else is left.
+    TR_RETURN_IF_ERROR(clear_held_.Run());
+    const std::vector<HeldRange> held =
+        holds_ != nullptr ? holds_->Held() : std::vector<HeldRange>{};
+    for (const HeldRange& h : held) {
+      insert_held_.BindText(1, h.device);
+      insert_held_.BindInt(2, h.first);
+      insert_held_.BindInt(3, h.last);
+      TR_RETURN_IF_ERROR(insert_held_.Run());
+    }
+    for (const bool skip_held : {true, false}) {
+      if (!skip_held && held.empty()) break;
+      undelivered_oldest_.BindInt(1, n - gone);
+      undelivered_oldest_.BindInt(2, skip_held ? 1 : 0);
+      Result<int64_t> dropped = DropUndelivered(undelivered_oldest_, kLossRingFull);
+      if (!dropped.ok()) return dropped.status();
+      if (!skip_held && *dropped > 0) {
+        Log(LogLevel::kWarning, "store",
+            "the ring is full of readings on their way to the cloud; some of them were evicted "
+            "and are reported lost, though they may still arrive");
+      }
+      gone += *dropped;
+      if (gone >= n) break;
     }
     return Status::Ok();
   }();

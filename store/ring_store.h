@@ -15,7 +15,9 @@
 //   delivered chunks and records go first, then the oldest undelivered chunks;
 //   every undelivered reading that goes is counted per device and reported in
 //   a readings_lost record (device, seq range, count, reason) on the gateway's
-//   events stream.
+//   events stream. Chunks the uplink holds (DeliveryHolds: fetched, or sent
+//   and not yet acked) go last, so that what is being delivered is not
+//   reported lost.
 // - A chunk is marked delivered only when one ack covers all of its readings.
 // - Open() refuses a database newer than this binary without touching it, and
 //   moves a corrupt one (it fails to open or PRAGMA quick_check) aside as
@@ -34,6 +36,7 @@
 
 #include "agent/core/clock.h"
 #include "agent/core/status.h"
+#include "store/delivery_holds.h"
 #include "store/seq_reservations.h"
 #include "store/sqlite.h"
 #include "store/types.h"
@@ -82,6 +85,11 @@ class RingStore {
   Status WriteGroup(const std::vector<WriteItem>& group);
 
   RingUsage Usage() const;
+
+  // The ranges the uplink holds (not owned; may be null): eviction passes over
+  // them while it can, and an ack committed here releases its range. Set
+  // before the first WriteGroup.
+  void SetHolds(DeliveryHolds* holds) { holds_ = holds; }
   const std::string& path() const { return path_; }
 
   // The state the writer's observers kept (StateUpdate), key -> value.
@@ -136,10 +144,11 @@ class RingStore {
   // forced), deletes delivered chunks and records, then the oldest undelivered
   // chunks, in one transaction, down to the low-water mark.
   Status MakeRoom(uint64_t need_bytes, bool force);
-  // Deletes the undelivered chunks that `remove` (bound) deletes, after
-  // `select` (bound alike) has summed them up per device, and counts and
-  // reports their readings as lost for `reason`.
-  Status DropUndelivered(Stmt& select, Stmt& remove, const char* reason);
+  // Deletes the undelivered chunks that `select` (bound; id, device_id,
+  // device, seq_first, count) lists, and counts and reports their readings as
+  // lost for `reason`, one record per run of consecutive seqs. Returns how
+  // many chunks went.
+  Result<int64_t> DropUndelivered(Stmt& select, const char* reason);
   void ShrinkFile();
   void AfterCommit();
   uint64_t ChunkBytes() const;
@@ -160,11 +169,13 @@ class RingStore {
   int64_t chunks_ = 0;
   int64_t events_ = 0;
   uint64_t evicted_undelivered_ = 0;
+  DeliveryHolds* holds_ = nullptr;
 
   Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_chunk_,
       mark_delivered_, find_stream_, insert_stream_, update_stream_, insert_event_, mark_events_,
       add_lost_, page_count_, freelist_count_, delete_delivered_, delete_delivered_events_,
-      oldest_undelivered_, delete_oldest_, range_undelivered_, delete_range_, put_state_;
+      undelivered_oldest_, undelivered_range_, delete_chunk_, clear_held_, insert_held_,
+      put_state_;
   // Caches of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
   std::map<std::pair<std::string, std::string>, int64_t> streams_;  // next seq per stream

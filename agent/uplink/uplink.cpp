@@ -364,6 +364,8 @@ void Uplink::HandleAck(const Event& e) {
     return;
   }
   ++counters_.batches_refused;
+  // Out of memory until its retry fetches it again.
+  if (holds_ != nullptr && b.stream == Stream::kTelemetry) holds_->Release(b.device, b.first, b.last);
   const int refusals = b.refusals + 1;
   // Exponential per range, with jitter in the upper half, capped like reconnects.
   const int shift = std::min(refusals - 1, 16);
@@ -388,6 +390,7 @@ void Uplink::OnSessionStart() {
   backoff_ = std::chrono::milliseconds(0);
   const BrokerUrl& url = options_.brokers[broker_index_ % options_.brokers.size()];
   Log(LogLevel::kInfo, "uplink", "connected to " + url.ToString());
+  ReleaseSession();
   devices_.clear();
   stream_cursors_.clear();
   inflight_.clear();
@@ -414,6 +417,7 @@ void Uplink::EndSession(const std::string& why, bool penalize) {
   const bool was_connected = state_ == State::kConnected;
   state_ = State::kDisconnected;
   counters_.connected = false;
+  ReleaseSession();
   inflight_.clear();
   counters_.inflight = 0;
   retries_.clear();
@@ -554,7 +558,21 @@ Status Uplink::Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t lim
                      std::vector<store::StoredReading>& out) {
   for (;;) {
     store::BadChunk bad;
-    Status s = reader_.FetchUndelivered(d.id, from, to, limit, out, &bad);
+    Status s;
+    if (holds_ == nullptr) {
+      s = reader_.FetchUndelivered(d.id, from, to, limit, out, &bad);
+    } else {
+      // No eviction between reading the rows and holding them.
+      store::DeliveryHolds::Exclusion exclusion(*holds_);
+      const size_t before = out.size();
+      s = reader_.FetchUndelivered(d.id, from, to, limit, out, &bad);
+      for (size_t i = before; i < out.size();) {
+        size_t j = i + 1;
+        while (j < out.size() && out[j].seq == out[j - 1].seq + 1) ++j;
+        holds_->Hold(d.name, out[i].seq, out[j - 1].seq);
+        i = j;
+      }
+    }
     if (s.code() != StatusCode::kCorruption || bad.count <= 0) return s;
     // A chunk that no longer decodes can never be delivered: the store drops it
     // and reports its readings lost; sending goes on after it.
@@ -596,6 +614,7 @@ void Uplink::SendRetries(MonoTime now) {
         continue;
       }
       taken = PublishRun(*d, rows, r.first < d->live_from, r.refusals);
+      Release(d->name, std::span(rows).subspan(taken));
       if (taken > 0) next = rows[taken - 1].seq + 1;
     } else {
       taken = PublishRecords(r.device, r.stream, r.first, r.last, false, r.refusals);
@@ -660,6 +679,7 @@ void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
       return;
     }
     const size_t taken = PublishRun(d, rows, true, 0);
+    Release(d.name, std::span(rows).subspan(taken));
     if (taken == 0) return;
     d.hist_next = rows[taken - 1].seq + 1;
   }
@@ -697,6 +717,25 @@ size_t Uplink::PublishRun(DeviceOutbox& d, std::span<const store::StoredReading>
     backlog_tokens_ -= static_cast<double>(payload.size());
   }
   return n;
+}
+
+void Uplink::Release(const std::string& device, std::span<const store::StoredReading> rows) {
+  if (holds_ == nullptr) return;
+  for (size_t i = 0; i < rows.size();) {
+    size_t j = i + 1;
+    while (j < rows.size() && rows[j].seq == rows[j - 1].seq + 1) ++j;
+    holds_->Release(device, rows[i].seq, rows[j - 1].seq);
+    i = j;
+  }
+}
+
+void Uplink::ReleaseSession() {
+  if (holds_ == nullptr) return;
+  // Acked ranges are not among these: the store releases them with the ack.
+  for (const auto& [mid, b] : inflight_) {
+    if (b.stream == Stream::kTelemetry) holds_->Release(b.device, b.first, b.last);
+  }
+  for (const DeviceOutbox& d : devices_) Release(d.name, d.pending);
 }
 
 bool Uplink::PublishBatch(const InflightBatch& batch, const std::string& payload) {

@@ -56,6 +56,7 @@
 #include "agent/uplink/broker_url.h"
 #include "agent/uplink/mqtt_client.h"
 #include "agent/uplink/telemetry.h"
+#include "store/delivery_holds.h"
 #include "store/outbox_reader.h"
 #include "store/types.h"
 
@@ -120,6 +121,12 @@ class Uplink {
   ~Uplink();
   Uplink(const Uplink&) = delete;
   Uplink& operator=(const Uplink&) = delete;
+
+  // The ranges this uplink takes out of the store are held there (see
+  // store::DeliveryHolds) until they are acked or dropped, so that the ring
+  // does not report a reading lost while it is being delivered. Not owned;
+  // set before Start().
+  void SetHolds(store::DeliveryHolds* holds) { holds_ = holds; }
 
   void Start();
   // Stops sending, waits up to stop_grace for outstanding acks, marks the
@@ -220,10 +227,14 @@ class Uplink {
                     int refusals);
   size_t PublishRecords(const std::string& device, Stream stream, int64_t from, int64_t to,
                         bool historical, int refusals);
-  // Fetches a device's undelivered readings; a chunk that does not decode is
-  // discarded and the fetch goes on after it.
+  // Fetches a device's undelivered readings (and holds them in the store); a
+  // chunk that does not decode is discarded and the fetch goes on after it.
   Status Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t limit,
                std::vector<store::StoredReading>& out);
+  // Lets go of readings taken out of the store that are neither pending nor in flight.
+  void Release(const std::string& device, std::span<const store::StoredReading> rows);
+  // Lets go of everything the session holds but has not had acked.
+  void ReleaseSession();
   // Signs (if the device has a key) and publishes one batch; false if it was not sent.
   bool PublishBatch(const InflightBatch& batch, const std::string& payload);
   void PublishStatus(std::string_view state);
@@ -236,6 +247,7 @@ class Uplink {
   const UplinkOptions options_;
   std::unique_ptr<MqttClient> client_;
   store::OutboxReader reader_;
+  store::DeliveryHolds* holds_ = nullptr;
   AckSink ack_sink_;
   const Clock& clock_;
   UplinkCounters counters_;

@@ -181,7 +181,9 @@ retries = 1
             pair = readings(db, f"rtu-{unit}", "pair")
             self.assertEqual(pair[-1][2], ((unit * 100 + 2) << 16) + unit * 100 + 3)
             rate = good_rate(readings(db, f"rtu-{unit}", "counter"), started + 2000)
-            self.assertGreaterEqual(rate, 8.5, f"unit {unit}: {rate:.1f} polls/s, want 10")
+            # A dead unit that stalled the bus (150 ms, retried, every cycle) would
+            # leave the live ones about 3 polls/s; 8 leaves room for a loaded machine.
+            self.assertGreaterEqual(rate, 8.0, f"unit {unit}: {rate:.1f} polls/s, want 10")
         dead = readings(db, "rtu-3", "counter")
         self.assertTrue(dead and all(r[3] == "timeout" for r in dead))
         # Three polls with a retry each, then single attempts backed off 1, 2, 4 s.

@@ -9,6 +9,7 @@
 #include "fakes/sequencing.h"
 #include "fakes/sqlite_peek.h"
 #include "fakes/temp_dir.h"
+#include "store/delivery_holds.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
 #include "store/schema.h"
@@ -263,6 +264,46 @@ TEST_F(StoreTest, WriterQueueIsBoundedAndSaysSo) {
 TEST_F(StoreTest, MigrationIsRecordedInUserVersion) {
   { auto store = OpenStore(); }
   EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
+}
+
+std::string Ranges(const DeliveryHolds& holds) {
+  std::string out;
+  for (const HeldRange& r : holds.Held()) {
+    out += r.device + ":" + std::to_string(r.first) + ".." + std::to_string(r.last) + " ";
+  }
+  return out;
+}
+
+TEST(DeliveryHoldsTest, HoldsAreAUnionPerDevice) {
+  DeliveryHolds h;
+  h.Hold("a", 10, 20);
+  h.Hold("a", 30, 40);
+  h.Hold("b", 15, 15);
+  EXPECT_EQ(Ranges(h), "a:10..20 a:30..40 b:15..15 ");
+  h.Hold("a", 21, 29);  // touches both: one range
+  EXPECT_EQ(Ranges(h), "a:10..40 b:15..15 ");
+  h.Hold("a", 5, 12);  // overlaps the start
+  h.Hold("a", 12, 15);  // inside: nothing changes
+  h.Hold("a", 50, 49);  // empty: ignored
+  EXPECT_EQ(Ranges(h), "a:5..40 b:15..15 ");
+  EXPECT_EQ(h.HeldCount(), 37);
+}
+
+TEST(DeliveryHoldsTest, ReleaseCutsWhateverItCovers) {
+  DeliveryHolds h;
+  h.Hold("a", 1, 100);
+  h.Hold("a", 200, 300);
+  h.Release("a", 40, 60);  // a hole in the middle
+  EXPECT_EQ(Ranges(h), "a:1..39 a:61..100 a:200..300 ");
+  h.Release("a", 90, 250);  // the end of one, the start of the next
+  EXPECT_EQ(Ranges(h), "a:1..39 a:61..89 a:251..300 ");
+  h.Release("a", 0, 39);
+  h.Release("b", 1, 1000);  // a device with nothing held
+  h.Release("a", 70, 60);   // empty: ignored
+  EXPECT_EQ(Ranges(h), "a:61..89 a:251..300 ");
+  h.Release("a", 1, 1000);
+  EXPECT_EQ(Ranges(h), "");
+  EXPECT_EQ(h.HeldCount(), 0);
 }
 
 }  // namespace

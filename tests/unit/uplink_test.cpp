@@ -56,11 +56,12 @@ class UplinkTest : public ::testing::Test {
 
   // Opens the store with chunks of at most `chunk` readings. Most tests use 1,
   // so that a batch may end after any reading.
-  void OpenStore(size_t chunk) {
+  void OpenStore(size_t chunk, uint64_t max_bytes = 0) {
     store_.reset();
     store::StoreOptions o;
     o.path = dir_.File("tagrelay.db");
     o.max_chunk_readings = chunk;
+    if (max_bytes > 0) o.max_bytes = max_bytes;
     auto s = store::RingStore::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s).value();
@@ -121,6 +122,8 @@ class UplinkTest : public ::testing::Test {
           ASSERT_TRUE(store::Sequencer(*store_).Write({std::move(item)}).ok());
         },
         clock_);
+    uplink_->SetHolds(&holds_);
+    store_->SetHolds(&holds_);
   }
 
   // Stores a record of an event stream, as the alarm engine will.
@@ -152,6 +155,7 @@ class UplinkTest : public ::testing::Test {
 
   TempDir dir_;
   FakeClock clock_;
+  store::DeliveryHolds holds_;
   std::unique_ptr<store::RingStore> store_;
   UplinkOptions options_;
   FakeMqttClient* mqtt_ = nullptr;
@@ -229,6 +233,87 @@ TEST_F(UplinkTest, UnackedBatchesAreResentAfterALostSession) {
   mqtt_->AckAll();
   Turn();
   ASSERT_EQ(acks_.size(), 1u);
+}
+
+TEST_F(UplinkTest, WhatIsTakenFromTheStoreIsHeldUntilItsAckIsStored) {
+  Store("d", 10);
+  Build();
+  Connect();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 1u);
+  EXPECT_EQ(holds_.HeldCount(), 10) << "the batch in flight";
+  Store("d", 5);  // live rows, waiting for the linger
+  Turn();
+  EXPECT_EQ(mqtt_->Telemetry().size(), 1u);
+  EXPECT_EQ(holds_.HeldCount(), 15) << "and the rows waiting for their batch";
+
+  mqtt_->AckAll();
+  Turn();
+  ASSERT_EQ(acks_.size(), 1u);
+  EXPECT_EQ(holds_.HeldCount(), 5) << "the stored ack let go of its range";
+  clock_.Advance(milliseconds(1100));
+  Turn();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 2u);
+  mqtt_->AckAll();
+  Turn();
+  EXPECT_EQ(holds_.HeldCount(), 0);
+}
+
+TEST_F(UplinkTest, ARefusedBatchAndALostSessionLetGoOfWhatTheyHeld) {
+  Store("d", 5);
+  Build();
+  Connect();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 1u);
+  mqtt_->Ack(mqtt_->Telemetry()[0].mid, 0x97);
+  Turn();
+  EXPECT_EQ(holds_.HeldCount(), 0) << "a refused batch waits in the store, not in memory";
+  clock_.Advance(milliseconds(2500));
+  Turn();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 2u);
+  EXPECT_EQ(holds_.HeldCount(), 5) << "its retry holds it again";
+
+  Store("d", 3);  // pending live rows
+  Turn();
+  EXPECT_EQ(holds_.HeldCount(), 8);
+  mqtt_->Drop();
+  Turn();
+  EXPECT_FALSE(uplink_->connected());
+  EXPECT_EQ(holds_.HeldCount(), 0) << "nothing is on its way without a session";
+}
+
+TEST_F(UplinkTest, ABatchOnItsWayIsNotReportedLostWhenTheRingEvicts) {
+  OpenStore(100, 1 << 20);
+  options_.max_inflight = 1;
+  options_.batch_max_readings = 100;
+  Store("d", 100);  // seq 1..100: the oldest undelivered chunk
+  Build();
+  Connect();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 1u);
+  EXPECT_EQ(IntField(mqtt_->Telemetry()[0].payload, "seq_last"), 100);
+  // The ring fills up while the batch waits for its ack, and evicts.
+  while (store_->Usage().evicted_undelivered == 0) {
+    ReadingBatch b{"d", {}};
+    for (int i = 0; i < 100; ++i) b.readings.push_back(Reading::Good("t", clock_.wall_ms(), 1.5));
+    ASSERT_TRUE(store::Sequencer(*store_).Write({b}).ok());
+  }
+  mqtt_->AckAll();
+  Turn();
+  ASSERT_EQ(acks_.size(), 1u);
+  EXPECT_EQ(acks_[0].seq_last, 100);
+  // Readings 1..100 arrived; no loss record of the store may claim them.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("tagrelay.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT min(json_extract(body, '$.seq_first')), count(*) FROM "
+                               "events WHERE json_extract(body, '$.kind') = 'readings_lost'",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  const int64_t first_lost = sqlite3_column_int64(st, 0), records = sqlite3_column_int64(st, 1);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  EXPECT_GE(records, 1);
+  EXPECT_EQ(first_lost, 101) << "the eviction passed over the batch in flight";
 }
 
 TEST_F(UplinkTest, BatchesAreBoundedRunsOfConsecutiveSequenceNumbers) {
