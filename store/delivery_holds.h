@@ -38,8 +38,7 @@ class DeliveryHolds {
   // Held for as long as a fetch and its Hold() calls, or an eviction, take.
   class TR_SCOPED_CAPABILITY Exclusion {
    public:
-    explicit Exclusion(DeliveryHolds& holds) TR_ACQUIRE(holds.exclusion_)
-        : mu_(&holds.exclusion_) {
+    explicit Exclusion(DeliveryHolds& holds) TR_ACQUIRE(holds.exclusion_) : mu_(&holds.exclusion_) {
       mu_->Lock();
     }
     ~Exclusion() TR_RELEASE() { mu_->Unlock(); }

@@ -478,8 +478,8 @@ Result<int64_t> RingStore::DropUndelivered(Stmt& select, const char* reason) {
     const Chunk& head = chunks[i];
     int64_t last = head.first + head.count - 1, count = head.count;
     size_t j = i + 1;
-    for (; j < chunks.size() && chunks[j].device_id == head.device_id &&
-           chunks[j].first == last + 1;
+    for (;
+         j < chunks.size() && chunks[j].device_id == head.device_id && chunks[j].first == last + 1;
          ++j) {
       last += chunks[j].count;
       count += chunks[j].count;

@@ -174,8 +174,7 @@ class RingStore {
   Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_chunk_,
       mark_delivered_, find_stream_, insert_stream_, update_stream_, insert_event_, mark_events_,
       add_lost_, page_count_, freelist_count_, delete_delivered_, delete_delivered_events_,
-      undelivered_oldest_, undelivered_range_, delete_chunk_, clear_held_, insert_held_,
-      put_state_;
+      undelivered_oldest_, undelivered_range_, delete_chunk_, clear_held_, insert_held_, put_state_;
   // Caches of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
   std::map<std::pair<std::string, std::string>, int64_t> streams_;  // next seq per stream

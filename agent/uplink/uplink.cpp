@@ -365,7 +365,8 @@ void Uplink::HandleAck(const Event& e) {
   }
   ++counters_.batches_refused;
   // Out of memory until its retry fetches it again.
-  if (holds_ != nullptr && b.stream == Stream::kTelemetry) holds_->Release(b.device, b.first, b.last);
+  if (holds_ != nullptr && b.stream == Stream::kTelemetry)
+    holds_->Release(b.device, b.first, b.last);
   const int refusals = b.refusals + 1;
   // Exponential per range, with jitter in the upper half, capped like reconnects.
   const int shift = std::min(refusals - 1, 16);

@@ -393,7 +393,8 @@ TEST(ConfigErrorTest, PresentationFormCharactersAreRefusedWithTheirPlace) {
   // The edges of the refused range, and the byte order mark just past it, which is fine.
   EXPECT_FALSE(Parse("# \xEF\xAC\xA6\n").errors.empty());  // U+FB26
   EXPECT_FALSE(Parse("# \xEF\xBB\xBE\n").errors.empty());  // U+FEFE
-  EXPECT_TRUE(Ok(Parse(std::string(kMinimal) + "# \xEF\xAC\xA5 \xEF\xBB\xBF\n")));  // U+FB25, U+FEFF
+  EXPECT_TRUE(
+      Ok(Parse(std::string(kMinimal) + "# \xEF\xAC\xA5 \xEF\xBB\xBF\n")));  // U+FB25, U+FEFF
 }
 
 TEST(ConfigErrorTest, UnknownKeyWithDidYouMeanHint) {

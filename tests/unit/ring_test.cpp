@@ -258,12 +258,12 @@ TEST_F(RingTest, DeliveredRowsGoBeforeAnyUndeliveredOne) {
                                                        const std::set<int64_t>& kept,
                                                        int64_t* total) {
   *total = 0;
-  const auto rows =
-      testing::SqlRows(db,
-          "SELECT json_extract(body, '$.seq_first'), json_extract(body, '$.seq_last'), "
-          "json_extract(body, '$.count') FROM events WHERE stream = 'events' AND "
-          "json_extract(body, '$.kind') = 'readings_lost' AND json_extract(body, '$.device') = '" +
-              device + "'");
+  const auto rows = testing::SqlRows(
+      db,
+      "SELECT json_extract(body, '$.seq_first'), json_extract(body, '$.seq_last'), "
+      "json_extract(body, '$.count') FROM events WHERE stream = 'events' AND "
+      "json_extract(body, '$.kind') = 'readings_lost' AND json_extract(body, '$.device') = '" +
+          device + "'");
   for (const auto& r : rows) {
     const int64_t first = std::stoll(r[0]), last = std::stoll(r[1]), count = std::stoll(r[2]);
     if (count != last - first + 1) {

@@ -282,7 +282,7 @@ TEST(DeliveryHoldsTest, HoldsAreAUnionPerDevice) {
   EXPECT_EQ(Ranges(h), "a:10..20 a:30..40 b:15..15 ");
   h.Hold("a", 21, 29);  // touches both: one range
   EXPECT_EQ(Ranges(h), "a:10..40 b:15..15 ");
-  h.Hold("a", 5, 12);  // overlaps the start
+  h.Hold("a", 5, 12);   // overlaps the start
   h.Hold("a", 12, 15);  // inside: nothing changes
   h.Hold("a", 50, 49);  // empty: ignored
   EXPECT_EQ(Ranges(h), "a:5..40 b:15..15 ");
