@@ -80,7 +80,9 @@ void StoreWriter::Run() {
   for (;;) {
     MonoTime deadline = MonoTime::max();
     if (!pending_.empty()) deadline = counters_.failing ? retry_at_ : group_deadline_;
-    std::optional<StoreItem> item = queue_.PopUntil(deadline);
+    heartbeat_.Beat(clock_.mono());
+    std::optional<StoreItem> item =
+        queue_.PopUntil(std::min(deadline, steady_clock::now() + kHeartbeatEvery));
     const bool drained = !item && queue_.closed();
     if (item) Accept(std::move(*item));
     const MonoTime now = steady_clock::now();

@@ -15,7 +15,7 @@
 // - Stop() commits what was queued before it returns (three attempts if the
 //   disk is failing; what still fails is counted as lost_at_stop).
 //
-// Threads: the Submit* methods, usage() and counters() are safe from any
+// Threads: the Submit* methods, usage(), counters() and heartbeat() are safe from any
 // thread. The commit listener runs on the writer thread and must not block.
 #pragma once
 
@@ -29,6 +29,7 @@
 
 #include "agent/core/bounded_queue.h"
 #include "agent/core/clock.h"
+#include "agent/core/heartbeat.h"
 #include "agent/core/mutex.h"
 #include "agent/core/stop_signal.h"
 #include "store/ring_store.h"
@@ -74,6 +75,8 @@ class StoreWriter {
   size_t queued() const { return queue_.size(); }
   // The ring's usage after the last commit.
   RingUsage usage() const;
+  // Beats every turn of the writer's loop, at least every kHeartbeatEvery.
+  const Heartbeat& heartbeat() const { return heartbeat_; }
 
  private:
   struct Loss {
@@ -95,6 +98,7 @@ class StoreWriter {
   BoundedQueue<StoreItem> queue_;
   std::function<void()> on_commit_;
   WriterCounters counters_;
+  Heartbeat heartbeat_;
 
   // Writer thread only.
   std::vector<WriteItem> pending_;

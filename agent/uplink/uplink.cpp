@@ -128,6 +128,7 @@ void Uplink::Run() {
 }
 
 void Uplink::RunOnce(std::chrono::milliseconds max_wait) {
+  heartbeat_.Beat(clock_.mono());
   Step();
   client_->Service(NextWait(max_wait));
   HandleEvents();
