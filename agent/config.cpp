@@ -988,7 +988,7 @@ std::shared_ptr<const Profile> LoadProfile(Parser& p, const std::string& path) {
 
 std::shared_ptr<const Profile> Parser::FindProfile(const std::string& name, Section& s) {
   std::string path;
-  if (name.find('/') != std::string::npos) {
+  if (name.find('/') != std::string::npos || name.ends_with(".toml")) {
     path = name;
     if (name.front() != '/') {
       const size_t slash = file_.rfind('/');

@@ -123,8 +123,10 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Poll interval of the device's tags (10ms..24h); a tag may set its own."},
       {"device", "profile", "string", "",
        "A device profile: the tags (and request limits) of a known device model, from "
-       "profile_dirs (\"eastron-sdm630\"), or the path of a profile file (absolute, or relative "
-       "to this file). The device's own [[device.tag]]s are added to the profile's; one with "
+       "profile_dirs (\"eastron-sdm630\"), or the path of a profile file, ending in .toml "
+       "(absolute, "
+       "or relative to this file). The device's own [[device.tag]]s are added to the profile's; "
+       "one with "
        "the name of a profile tag replaces it. See docs/configuration.md, Device profiles."},
       {"device", "profile_tags", "list of strings", "all",
        "Only these tags of the profile (by name); by default all of them."},
