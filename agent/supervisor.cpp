@@ -321,6 +321,7 @@ Status Supervisor::Reload(Config next) {
       return Status::Internal("reload failed (" + applied.message() +
                               ") and the running config cannot be restored: " + back.ToString());
     }
+    if (status_server_) status_server_->Refresh();
     return applied;
   }
   const bool status_changed =
@@ -333,6 +334,8 @@ Status Supervisor::Reload(Config next) {
   if (status_changed) {
     StopStatus();
     StartStatus();
+  } else if (status_server_) {
+    status_server_->Refresh();
   }
   Log(LogLevel::kInfo, "agent",
       "reload: running with " + std::to_string(config_.devices.size()) +

@@ -211,7 +211,6 @@ std::shared_ptr<const StatusSnapshot> StatusServer::latest() const {
 
 void StatusServer::Sample() {
   auto snapshot = std::make_shared<const StatusSnapshot>(collect_());
-  next_sample_ = clock_.mono() + options_.refresh;
   MutexLock lock(&mu_);
   latest_ = std::move(snapshot);
 }
@@ -220,7 +219,10 @@ void StatusServer::Run() {
   while (!stop_) {
     const MonoTime now = clock_.mono();
     heartbeat_.Beat(now);
-    if (now >= next_sample_) Sample();
+    if (now >= next_sample_) {
+      Sample();
+      next_sample_ = clock_.mono() + options_.refresh;
+    }
     pollfd fds[3] = {{wake_[0], POLLIN, 0}, {unix_fd_, POLLIN, 0}, {tcp_fd_, POLLIN, 0}};
     const auto wait = std::clamp(std::chrono::ceil<milliseconds>(next_sample_ - clock_.mono()),
                                  milliseconds(0), kHeartbeatEvery);

@@ -13,8 +13,9 @@
 //   one (no process behind it) is replaced. The socket is mode 0666: status
 //   holds no secret, like the page on 127.0.0.1.
 //
-// Threads: Start() and Stop() from the owner's thread; latest(), heartbeat(),
-// tcp_port() from any thread. `collect` runs on the status thread only.
+// Threads: Start(), Stop() and Refresh() from the owner's thread; latest(),
+// heartbeat(), tcp_port() from any thread. `collect` runs on the status thread,
+// and on the owner's thread in Start() and Refresh(): it must be thread safe.
 #pragma once
 
 #include <atomic>
@@ -52,6 +53,10 @@ class StatusServer {
   void Start();
   // Stops the thread, closes the listeners and removes the socket file.
   void Stop();
+
+  // Takes a sample now, on the caller's thread (after a reload, so that the
+  // next answer shows the new config).
+  void Refresh() { Sample(); }
 
   std::shared_ptr<const StatusSnapshot> latest() const;
   const Heartbeat& heartbeat() const { return heartbeat_; }
