@@ -359,7 +359,6 @@ void Supervisor::StartStatus() {
   status::StatusServerOptions options;
   options.socket_path = config_.status.socket;
   options.listen = config_.status.listen;
-  status_config_ = config_.status;
   status_server_ = std::make_unique<status::StatusServer>(
       options, [this] { return Collect(); }, clock_);
   status_server_->Start();

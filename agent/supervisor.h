@@ -128,7 +128,6 @@ class Supervisor {
   std::map<std::string, Rate> rates_ TR_GUARDED_BY(status_mu_);
 
   std::unique_ptr<status::StatusServer> status_server_;  // main thread
-  StatusConfig status_config_;
 };
 
 // "3/4 devices ok, uplink connected, 120 readings unsent (oldest 4.0s)": the

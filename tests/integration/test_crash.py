@@ -133,11 +133,16 @@ class CrashTest(unittest.TestCase):
 
         # A clean run delivers the backlog of every kill.
         backlog = dict(self.store("SELECT name, next_seq FROM devices"))
+        runs = self.agent.log_text().count("running: gateway")
         self.agent.start()
 
         def delivered_backlog():
             return all(self.receiver.seqs(d)[:n - 1] == list(range(1, n)) for d, n in backlog.items())
         harness.wait_for(delivered_backlog, 60, interval=0.1, what="the backlog to be delivered")
+        # The killed runs may have delivered it all already: a SIGTERM must not
+        # come before the agent handles signals (until then it simply kills it).
+        harness.wait_for(lambda: self.agent.log_text().count("running: gateway") > runs, 20,
+                         what="the agent running")
         self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
         time.sleep(0.2)
 
