@@ -22,6 +22,7 @@ constexpr int kExitBadInput = 1;
 constexpr int kExitRuntime = 2;
 constexpr milliseconds kTick{1000};
 constexpr milliseconds kStatusEvery{5000};
+constexpr std::chrono::minutes kReloadWatchdog{5};
 
 // Loads the new config and applies it; false if the agent must exit.
 bool Reload(Supervisor& supervisor, const std::string& path) {
@@ -114,7 +115,12 @@ int RunService(const std::string& config_path) {
     if (sig == SIGHUP) {
       Log(LogLevel::kInfo, "agent", "SIGHUP: reloading " + config_path);
       notifier.Reloading();
-      if (!Reload(supervisor, config_path)) {
+      // Stopping the workers and reopening a large store take a while; the
+      // main thread confirms nothing meanwhile.
+      notifier.ExtendWatchdog(kReloadWatchdog);
+      const bool went_on = Reload(supervisor, config_path);
+      notifier.ResetWatchdog();
+      if (!went_on) {
         exit_code = kExitRuntime;
         break;
       }

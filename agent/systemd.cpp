@@ -65,6 +65,14 @@ void SystemdNotifier::Status(std::string_view status) { Send("STATUS=" + std::st
 
 void SystemdNotifier::Watchdog() { Send("WATCHDOG=1"); }
 
+void SystemdNotifier::ExtendWatchdog(std::chrono::microseconds timeout) {
+  if (watchdog_) Send("WATCHDOG=1\nWATCHDOG_USEC=" + std::to_string(timeout.count()));
+}
+
+void SystemdNotifier::ResetWatchdog() {
+  if (watchdog_) Send("WATCHDOG=1\nWATCHDOG_USEC=" + std::to_string(watchdog_->count()));
+}
+
 bool StderrIsJournal() {
   const char* stream = std::getenv("JOURNAL_STREAM");
   if (stream == nullptr) return false;

@@ -2,10 +2,10 @@
 // journal as a log sink.
 //
 // Promise:
-// - SystemdNotifier sends READY=1, RELOADING=1, STOPPING=1, STATUS=... and
-//   WATCHDOG=1 to $NOTIFY_SOCKET when the service manager set it, and does
-//   nothing otherwise. WatchdogInterval() is the service's WatchdogSec (from
-//   $WATCHDOG_USEC), if the watchdog is on for this process.
+// - SystemdNotifier sends READY=1, RELOADING=1, STOPPING=1, STATUS=...,
+//   WATCHDOG=1 and WATCHDOG_USEC=... to $NOTIFY_SOCKET when the service
+//   manager set it, and does nothing otherwise. WatchdogInterval() is the service's WatchdogSec
+//   (from $WATCHDOG_USEC), if the watchdog is on for this process.
 // - JournalSink() writes each log event to the journal as a structured entry:
 //   MESSAGE (as on stderr, without the level), PRIORITY, SYSLOG_IDENTIFIER,
 //   TAGRELAY_COMPONENT, and DEVICE, TAG, ALARM where the event has them.
@@ -40,6 +40,11 @@ class SystemdNotifier {
   void Stopping();
   void Status(std::string_view status);
   void Watchdog();
+  // Confirms now and has systemd wait up to `timeout` for the next
+  // confirmation (a reload that reopens a large store); ResetWatchdog() goes
+  // back to the service's WatchdogSec.
+  void ExtendWatchdog(std::chrono::microseconds timeout);
+  void ResetWatchdog();
 
  private:
   void Send(const std::string& message);

@@ -158,6 +158,9 @@ class OperationsTest(unittest.TestCase):
 
         got = self.sighup()
         self.assertTrue(got[0].startswith("RELOADING=1\nMONOTONIC_USEC="), got)
+        # The watchdog waits longer while the reload runs, then as before.
+        self.assertEqual(got[1], "WATCHDOG=1\nWATCHDOG_USEC=300000000", got)
+        self.assertIn("WATCHDOG=1\nWATCHDOG_USEC=400000", got)
         self.assertEqual(self.stop(), 0)
         self.assertIn("STOPPING=1\nSTATUS=stopping", self.notify.poll())
         self.assertIn("systemd watchdog on: confirming every 200 ms", self.log_text())
