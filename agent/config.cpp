@@ -1,5 +1,8 @@
 #include "agent/config.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +14,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <set>
 #include <tuple>
 
@@ -173,11 +178,28 @@ std::string Digest(std::string_view text) {
   return out;
 }
 
+// A device profile file, parsed once per config however many devices use it.
+struct Profile {
+  std::string path;
+  bool ok = false;
+  std::optional<uint16_t> max_registers, max_bits, max_gap, max_bit_gap;
+  std::vector<modbus::TagSpec> tags;
+  std::vector<std::string> descriptions;  // one per tag
+};
+
+class Section;
+
 class Parser {
  public:
   explicit Parser(std::string file) : file_(std::move(file)) {}
 
   std::vector<ConfigError>& errors() { return errors_; }
+  const std::string& file() const { return file_; }
+
+  std::vector<std::string> profile_dirs;
+  // The profile `name` (a name in profile_dirs, or a path) for the device whose
+  // table is `s`; nullptr (and an error at its "profile" key) if it cannot be used.
+  std::shared_ptr<const Profile> FindProfile(const std::string& name, Section& s);
 
   void Error(const toml::source_region& where, std::string message, std::string hint = {}) {
     errors_.push_back(ConfigError{file_, static_cast<int>(where.begin.line),
@@ -191,6 +213,7 @@ class Parser {
   friend class Section;
   std::string file_;
   std::vector<ConfigError> errors_;
+  std::map<std::string, std::shared_ptr<const Profile>> profiles_;  // by path
 };
 
 // One TOML table of a known section. Reading a key marks it as used; keys that
@@ -445,6 +468,26 @@ GatewayConfig ParseGateway(Parser& p, const toml::table& root) {
       while (g.data_dir.size() > 1 && g.data_dir.back() == '/') g.data_dir.pop_back();
     }
   }
+  if (const toml::node* dirs = s.Node("profile_dirs")) {
+    std::vector<std::string> list;
+    bool good = dirs->is_array();
+    if (good) {
+      for (const toml::node& e : *dirs->as_array()) {
+        if (!e.is_string() || e.value<std::string>()->empty() ||
+            e.value<std::string>()->front() != '/') {
+          good = false;
+          break;
+        }
+        list.push_back(*e.value<std::string>());
+      }
+    }
+    if (good) {
+      g.profile_dirs = std::move(list);
+    } else {
+      s.Bad("profile_dirs", "expected a list of absolute paths",
+            "e.g. profile_dirs = [\"/etc/tagrelay/profiles\", \"/usr/share/tagrelay/profiles\"]");
+    }
+  }
   return g;
 }
 
@@ -464,6 +507,51 @@ StoreConfig ParseStore(Parser& p, const toml::table& root) {
   if (auto v = s.Int("commit_rows", 1, 100000)) c.commit_rows = static_cast<size_t>(*v);
   if (auto v = s.Duration("commit_interval", milliseconds(1), milliseconds(10000)))
     c.commit_interval = *v;
+  return c;
+}
+
+bool ParseListen(std::string_view text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 >= text.size()) return false;
+  std::string_view host = text.substr(0, colon);
+  const std::string_view port = text.substr(colon + 1);
+  if (port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  if (std::stoul(std::string(port)) > 65535) return false;
+  unsigned char buf[sizeof(in6_addr)];
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    return inet_pton(AF_INET6, std::string(host.substr(1, host.size() - 2)).c_str(), buf) == 1;
+  }
+  return inet_pton(AF_INET, std::string(host).c_str(), buf) == 1;
+}
+
+StatusConfig ParseStatus(Parser& p, const toml::table& root) {
+  StatusConfig c;
+  const toml::node* n = root.get("status");
+  if (n == nullptr) return c;
+  if (!n->is_table()) {
+    p.Error(n->source(), "[status] must be a table");
+    return c;
+  }
+  Section s(p, *n->as_table(), "status", "[status]");
+  if (auto v = s.Str("listen")) {
+    if (!v->empty() && !ParseListen(*v)) {
+      s.Bad("listen", "'" + *v + "' is not an address and port",
+            "e.g. \"127.0.0.1:9470\", \"[::1]:9470\", \"0.0.0.0:9470\" (every interface), or \"\" "
+            "for none");
+    } else {
+      c.listen = *v;
+    }
+  }
+  if (auto v = s.Str("socket")) {
+    if (!v->empty() && ((*v)[0] != '/' || v->size() > 100)) {
+      s.Bad("socket", "must be an absolute path of at most 100 characters, or \"\"");
+    } else {
+      c.socket = *v;
+    }
+  }
   return c;
 }
 
@@ -710,8 +798,9 @@ void ParseTagAddress(Section& s, modbus::TagSpec* tag, bool* ok) {
   *ok = true;
 }
 
-modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const DeviceConfig& device) {
-  Section s(p, t, "device.tag", "[[device.tag]] of device '" + device.id + "'");
+modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const std::string& label,
+                         const modbus::PlanLimits& limits, std::string* description) {
+  Section s(p, t, "device.tag", label);
   const size_t errors_before = p.errors().size();
   modbus::TagSpec tag;
   if (auto v = s.Name("name")) tag.name = *v;
@@ -781,6 +870,13 @@ modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const DeviceConfig& de
   }
   if (auto v = number("offset")) tag.offset = *v;
   if (auto v = s.Str("unit")) tag.unit = *v;
+  if (auto v = s.Str("description")) {
+    if (v->size() > 256) {
+      s.Bad("description", "is longer than 256 characters");
+    } else {
+      *description = *v;
+    }
+  }
   if (auto v = number("deadband")) {
     if (*v < 0) {
       s.Bad("deadband", "must not be negative");
@@ -791,13 +887,168 @@ modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const DeviceConfig& de
   if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) tag.poll = *v;
   if (located && p.errors().size() == errors_before) {
     std::string key;
-    const std::string problem = modbus::ValidateTag(tag, device.limits, &key);
+    const std::string problem = modbus::ValidateTag(tag, limits, &key);
     if (!problem.empty()) {
       if (key == "address" && s.Node("register") != nullptr) key = "register";
       s.Bad(key, problem);
     }
   }
   return tag;
+}
+
+// A list of strings, or nullopt (and an error) if the node is something else.
+std::optional<std::vector<std::string>> StringList(Section& s, std::string_view key) {
+  const toml::node* n = s.Node(key);
+  if (n == nullptr) return std::nullopt;
+  std::vector<std::string> out;
+  if (n->is_array()) {
+    for (const toml::node& e : *n->as_array()) {
+      if (!e.is_string()) {
+        out.clear();
+        break;
+      }
+      out.push_back(*e.value<std::string>());
+    }
+  }
+  if (out.empty()) {
+    s.Bad(key, "expected a non-empty list of strings");
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::shared_ptr<const Profile> LoadProfile(Parser& p, const std::string& path) {
+  auto profile = std::make_shared<Profile>();
+  profile->path = path;
+  const size_t errors_before = p.errors().size();
+  constexpr std::streamsize kMaxProfileBytes = 1 << 20;
+  std::ifstream in(path, std::ios::binary);
+  std::string text(static_cast<size_t>(kMaxProfileBytes) + 1, '\0');
+  in.read(text.data(), kMaxProfileBytes + 1);
+  if (!in.eof() || in.gcount() > kMaxProfileBytes) {
+    p.errors().push_back(
+        ConfigError{path,
+                    0,
+                    0,
+                    in.gcount() > kMaxProfileBytes
+                        ? "the profile is larger than 1 MiB"
+                        : "cannot read the profile: " + std::string(std::strerror(errno)),
+                    {}});
+    return profile;
+  }
+  text.resize(static_cast<size_t>(in.gcount()));
+  toml::parse_result parsed = toml::parse(text, path);
+  if (!parsed) {
+    const toml::parse_error& e = parsed.error();
+    p.errors().push_back(ConfigError{path,
+                                     static_cast<int>(e.source().begin.line),
+                                     static_cast<int>(e.source().begin.column),
+                                     "TOML syntax: " + std::string(e.description()),
+                                     {}});
+    return profile;
+  }
+  Parser sub(path);
+  const toml::table& root = parsed.table();
+  for (auto&& [key, node] : root) {
+    if (key.str() != "profile" && key.str() != "tag") {
+      sub.Error(key.source(), "unknown key '" + std::string(key.str()) + "' in a profile",
+                "a profile has a [profile] table and [[tag]] tables");
+    }
+  }
+  const toml::node* head = root.get("profile");
+  std::string name = path.substr(path.rfind('/') + 1);
+  if (head == nullptr || !head->is_table()) {
+    sub.Error(head != nullptr ? head->source() : root.source(), "missing [profile] table",
+              "a profile starts with [profile] and description = \"...\"");
+  } else {
+    Section s(sub, *head->as_table(), "profile", "[profile]");
+    (void)s.Str("description", /*required=*/true);
+    (void)s.Str("manufacturer");
+    (void)s.Str("source");
+    if (auto v = s.Int("max_registers", 1, modbus::kMaxRegistersPerRead))
+      profile->max_registers = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_bits", 1, modbus::kMaxBitsPerRead))
+      profile->max_bits = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_gap", 0, modbus::kMaxRegistersPerRead - 1))
+      profile->max_gap = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_bit_gap", 0, modbus::kMaxBitsPerRead - 1))
+      profile->max_bit_gap = static_cast<uint16_t>(*v);
+  }
+  modbus::PlanLimits limits;
+  if (profile->max_registers) limits.max_registers = *profile->max_registers;
+  if (profile->max_bits) limits.max_bits = *profile->max_bits;
+  const std::vector<const toml::table*> tags = ArrayOfTables(sub, root, "tag", "tag");
+  if (tags.empty()) sub.Error(root.source(), "a profile needs at least one [[tag]]");
+  std::set<std::string> names;
+  for (const toml::table* t : tags) {
+    std::string description;
+    modbus::TagSpec tag = ParseTag(sub, *t, "[[tag]] of profile " + name, limits, &description);
+    if (!tag.name.empty() && !names.insert(tag.name).second) {
+      sub.Error(t->source(), "the profile has two tags named '" + tag.name + "'");
+    }
+    profile->tags.push_back(std::move(tag));
+    profile->descriptions.push_back(std::move(description));
+  }
+  for (ConfigError& e : sub.errors()) p.errors().push_back(std::move(e));
+  profile->ok = p.errors().size() == errors_before;
+  return profile;
+}
+
+std::shared_ptr<const Profile> Parser::FindProfile(const std::string& name, Section& s) {
+  std::string path;
+  if (name.find('/') != std::string::npos || name.ends_with(".toml")) {
+    path = name;
+    if (name.front() != '/') {
+      const size_t slash = file_.rfind('/');
+      path = (slash == std::string::npos ? std::string(".") : file_.substr(0, slash)) + "/" + name;
+    }
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) {
+      s.Bad("profile", "cannot read the profile file '" + path + "': " + std::strerror(errno));
+      return nullptr;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      s.Bad("profile", "'" + path + "' is not a regular file");
+      return nullptr;
+    }
+  } else {
+    if (!ValidName(name)) {
+      s.Bad("profile", "'" + name + "' is not a profile name",
+            "a name such as \"eastron-sdm630\", or the path of a profile file");
+      return nullptr;
+    }
+    std::set<std::string> available;
+    for (const std::string& dir : profile_dirs) {
+      const std::string candidate = dir + "/" + name + ".toml";
+      struct stat st {};
+      if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        path = candidate;
+        break;
+      }
+      if (DIR* d = opendir(dir.c_str())) {
+        while (const dirent* e = readdir(d)) {
+          const std::string f = e->d_name;
+          if (f.size() > 5 && f.ends_with(".toml")) available.insert(f.substr(0, f.size() - 5));
+        }
+        closedir(d);
+      }
+    }
+    if (path.empty()) {
+      std::string dirs;
+      for (const std::string& d : profile_dirs) dirs += (dirs.empty() ? "" : ", ") + d;
+      s.Bad("profile", "no profile '" + name + "' in " + dirs,
+            available.empty() ? "the package installs its profiles in /usr/share/tagrelay/profiles"
+                              : "available: " + JoinNames(available));
+      return nullptr;
+    }
+  }
+  auto it = profiles_.find(path);
+  if (it == profiles_.end()) it = profiles_.emplace(path, LoadProfile(*this, path)).first;
+  if (!it->second->ok) {
+    s.Bad("profile", "the profile " + path + " is not valid (its errors are listed)");
+    return nullptr;
+  }
+  return it->second;
 }
 
 std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
@@ -810,6 +1061,22 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
     if (auto v = s.Int("unit", 0, 255)) d.unit = static_cast<int>(*v);
     if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) d.poll = *v;
     d.api_key_file = s.KeyFile("api_key_file");
+    std::shared_ptr<const Profile> profile;
+    if (auto v = s.Str("profile")) {
+      profile = p.FindProfile(*v, s);
+      d.profile = *v;
+    }
+    std::optional<std::vector<std::string>> only = StringList(s, "profile_tags");
+    if (only && s.Node("profile") == nullptr) {
+      s.Bad("profile_tags", "applies to a device with a profile only");
+    }
+    // Limits: the device's own, else its profile's, else the Modbus maximum.
+    if (profile) {
+      if (profile->max_registers) d.limits.max_registers = *profile->max_registers;
+      if (profile->max_bits) d.limits.max_bits = *profile->max_bits;
+      if (profile->max_gap) d.limits.max_gap = *profile->max_gap;
+      if (profile->max_bit_gap) d.limits.max_bit_gap = *profile->max_bit_gap;
+    }
     if (auto v = s.Int("max_registers", 1, modbus::kMaxRegistersPerRead))
       d.limits.max_registers = static_cast<uint16_t>(*v);
     if (auto v = s.Int("max_bits", 1, modbus::kMaxBitsPerRead))
@@ -819,16 +1086,60 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
     if (auto v = s.Int("max_bit_gap", 0, modbus::kMaxBitsPerRead - 1))
       d.limits.max_bit_gap = static_cast<uint16_t>(*v);
     const std::vector<const toml::table*> tags = ArrayOfTables(p, *t, "tag", "device.tag");
-    if (tags.empty() && s.Node("tag") == nullptr) {
-      s.Missing("tag", "add at least one [[device.tag]] after the [[device]]");
+    if (tags.empty() && s.Node("tag") == nullptr && s.Node("profile") == nullptr) {
+      s.Missing("tag", "add at least one [[device.tag]] after the [[device]], or a profile");
     }
     std::set<std::string> names;
+    std::vector<modbus::TagSpec> own;
+    std::vector<std::string> own_descriptions;
     for (const toml::table* tt : tags) {
-      modbus::TagSpec tag = ParseTag(p, *tt, d);
+      std::string description;
+      modbus::TagSpec tag =
+          ParseTag(p, *tt, "[[device.tag]] of device '" + d.id + "'", d.limits, &description);
       if (!tag.name.empty() && !names.insert(tag.name).second) {
         p.Error(tt->source(), "device '" + d.id + "' has two tags named '" + tag.name + "'");
       }
-      d.tags.push_back(std::move(tag));
+      own.push_back(std::move(tag));
+      own_descriptions.push_back(std::move(description));
+    }
+    if (profile) {
+      if (only) {
+        std::set<std::string> known;
+        for (const modbus::TagSpec& tag : profile->tags) known.insert(tag.name);
+        for (const std::string& n : *only) {
+          if (known.count(n) == 0) {
+            s.Bad("profile_tags", "the profile " + d.profile + " has no tag '" + n + "'",
+                  "its tags: " + JoinNames(known));
+          }
+        }
+      }
+      // The profile's tags in its order; a device tag of the same name replaces one.
+      for (size_t i = 0; i < profile->tags.size(); ++i) {
+        const modbus::TagSpec& tag = profile->tags[i];
+        if (only && std::find(only->begin(), only->end(), tag.name) == only->end()) continue;
+        auto mine = std::find_if(own.begin(), own.end(),
+                                 [&](const modbus::TagSpec& o) { return o.name == tag.name; });
+        if (mine != own.end()) {
+          const size_t k = static_cast<size_t>(mine - own.begin());
+          d.tags.push_back(std::move(*mine));
+          d.tag_descriptions.push_back(std::move(own_descriptions[k]));
+          own.erase(mine);
+          own_descriptions.erase(own_descriptions.begin() + static_cast<std::ptrdiff_t>(k));
+          continue;
+        }
+        std::string key;
+        const std::string problem = modbus::ValidateTag(tag, d.limits, &key);
+        if (!problem.empty()) {
+          s.Bad("profile", "profile tag '" + tag.name + "': " + problem,
+                "the device's limits (max_registers, max_bits) are smaller than this tag needs");
+        }
+        d.tags.push_back(tag);
+        d.tag_descriptions.push_back(profile->descriptions[i]);
+      }
+    }
+    for (size_t i = 0; i < own.size(); ++i) {
+      d.tags.push_back(std::move(own[i]));
+      d.tag_descriptions.push_back(std::move(own_descriptions[i]));
     }
     devices.push_back(std::move(d));
   }
@@ -1069,19 +1380,21 @@ std::vector<rules::CounterRule> ParseCounters(Parser& p, const toml::table& root
 }
 
 Config Parser::Parse(const toml::table& root) {
-  static const std::set<std::string_view> kSections = {"gateway", "store", "uplink", "bus",
-                                                       "device",  "alarm", "counter"};
+  static const std::set<std::string_view> kSections = {"gateway", "store",  "uplink", "status",
+                                                       "bus",     "device", "alarm",  "counter"};
   for (auto&& [key, node] : root) {
     if (kSections.count(key.str()) == 0) {
       Error(key.source(), "unknown section '" + std::string(key.str()) + "'",
-            "the sections are [gateway], [store], [uplink], [[bus]], [[device]], [[alarm]] and "
-            "[[counter]]");
+            "the sections are [gateway], [store], [uplink], [status], [[bus]], [[device]], "
+            "[[alarm]] and [[counter]]");
     }
   }
   Config c;
   c.gateway = ParseGateway(*this, root);
+  profile_dirs = c.gateway.profile_dirs;
   c.store = ParseStore(*this, root);
   c.uplink = ParseUplink(*this, root);
+  c.status = ParseStatus(*this, root);
   c.buses = ParseBuses(*this, root);
   c.devices = ParseDevices(*this, root);
   if (c.uplink.client_id.empty() && !c.gateway.id.empty())
@@ -1200,9 +1513,11 @@ ConfigResult ParseConfig(std::string_view text, const std::string& path) {
   Config c = p.Parse(parsed.table());
   if (!p.errors().empty()) {
     out.errors = std::move(p.errors());
+    // The config's own errors in file order, then those of the profiles it uses.
     std::stable_sort(out.errors.begin(), out.errors.end(),
-                     [](const ConfigError& a, const ConfigError& b) {
-                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                     [&path](const ConfigError& a, const ConfigError& b) {
+                       return std::make_tuple(a.file != path, a.file, a.line, a.column) <
+                              std::make_tuple(b.file != path, b.file, b.line, b.column);
                      });
     return out;
   }

@@ -75,7 +75,9 @@ void StoreWriter::Run() {
     MonoTime deadline = next_tick_;
     if (!pending_.empty())
       deadline = std::min(deadline, counters_.failing ? retry_at_ : group_deadline_);
-    std::optional<StoreItem> item = queue_.PopUntil(deadline);
+    heartbeat_.Beat(clock_.mono());
+    std::optional<StoreItem> item =
+        queue_.PopUntil(std::min(deadline, steady_clock::now() + kHeartbeatEvery));
     const bool drained = !item && queue_.closed();
     if (item) Accept(std::move(*item));
     if (observer_ != nullptr && steady_clock::now() >= next_tick_) Tick();

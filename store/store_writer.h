@@ -18,7 +18,7 @@
 // - Stop() commits what was queued before it returns (three attempts if the
 //   disk is failing; what still fails is counted as lost_at_stop).
 //
-// Threads: the Submit* methods, usage() and counters() are safe from any
+// Threads: the Submit* methods, usage(), counters() and heartbeat() are safe from any
 // thread. The commit listener runs on the writer thread and must not block.
 #pragma once
 
@@ -32,6 +32,7 @@
 
 #include "agent/core/bounded_queue.h"
 #include "agent/core/clock.h"
+#include "agent/core/heartbeat.h"
 #include "agent/core/mutex.h"
 #include "agent/core/stop_signal.h"
 #include "store/ring_store.h"
@@ -82,6 +83,8 @@ class StoreWriter {
   size_t queued() const { return queue_.size(); }
   // The ring's usage after the last commit.
   RingUsage usage() const;
+  // Beats every turn of the writer's loop, at least every kHeartbeatEvery.
+  const Heartbeat& heartbeat() const { return heartbeat_; }
 
  private:
   struct Loss {
@@ -104,6 +107,7 @@ class StoreWriter {
   std::function<void()> on_commit_;
   WriterObserver* observer_ = nullptr;
   WriterCounters counters_;
+  Heartbeat heartbeat_;
 
   // Writer thread only.
   std::vector<WriteItem> pending_;

@@ -35,6 +35,8 @@ struct AlarmRule {
   std::chrono::milliseconds after{0};      // stale: no good value for this long raises it
   std::string severity = "major";
   std::string message;  // template: {value} {unit} {limit} {tag} {device} {alarm}
+
+  bool operator==(const AlarmRule&) const = default;
 };
 
 enum class Comparison { kGreater, kGreaterEqual, kLess, kLessEqual, kEqual, kNotEqual };
@@ -48,6 +50,8 @@ struct CounterRule {
   Comparison op = Comparison::kGreater;
   double threshold = 0;
   std::chrono::milliseconds snapshot{15 * 60 * 1000};  // a snapshot this often
+
+  bool operator==(const CounterRule&) const = default;
 };
 
 // "frequency > 1.0" -> tag, op, threshold; nullopt with `error` set if malformed.

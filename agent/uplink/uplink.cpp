@@ -135,11 +135,15 @@ void Uplink::Run() {
             "store and are sent again at the next start");
   }
   client_->Disconnect();
+  ReleaseSession();  // a reload's next uplink takes them again
+  inflight_.clear();
+  devices_.clear();
   state_ = State::kDisconnected;
   counters_.connected = false;
 }
 
 void Uplink::RunOnce(std::chrono::milliseconds max_wait) {
+  heartbeat_.Beat(clock_.mono());
   Step();
   client_->Service(NextWait(max_wait));
   HandleEvents();

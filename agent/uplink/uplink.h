@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/heartbeat.h"
 #include "agent/uplink/broker_url.h"
 #include "agent/uplink/mqtt_client.h"
 #include "agent/uplink/telemetry.h"
@@ -143,6 +144,8 @@ class Uplink {
   void RunOnce(std::chrono::milliseconds max_wait);
 
   const UplinkCounters& counters() const { return counters_; }
+  // Beats every RunOnce(), at least every kHeartbeatEvery. Safe from any thread.
+  const Heartbeat& heartbeat() const { return heartbeat_; }
   size_t inflight() const { return inflight_.size(); }
   bool connected() const { return state_ == State::kConnected; }
 
@@ -251,6 +254,7 @@ class Uplink {
   AckSink ack_sink_;
   const Clock& clock_;
   UplinkCounters counters_;
+  Heartbeat heartbeat_;
 
   State state_ = State::kDisconnected;
   size_t broker_index_ = 0;

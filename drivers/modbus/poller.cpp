@@ -103,7 +103,7 @@ void ModbusPoller::Stop() {
 void ModbusPoller::Run() {
   while (!stop_.requested()) {
     const MonoTime next = RunDue();
-    stop_.WaitUntil(next);
+    stop_.WaitUntil(std::min(next, clock_.mono() + kHeartbeatEvery));
   }
   transport_->Close();
 }
@@ -115,6 +115,7 @@ MonoTime ModbusPoller::RunDue() {
     const size_t i = schedule_.Earliest();
     const MonoTime due = schedule_.next_due(i);
     const MonoTime now = clock_.mono();
+    heartbeat_.Beat(now);
     if (due > now || stop_.requested()) return due;
     DeviceState& d = devices_[entries_[i].first];
     due_groups.clear();

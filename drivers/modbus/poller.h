@@ -27,7 +27,7 @@
 //     `dropped_batches`, never lost silently.
 //
 // Threads: Start() spawns the poller thread, which alone touches the transport,
-// the plans and the schedule. Stop(), counters() and link_state() are safe from
+// the plans and the schedule. Stop(), counters(), link_state() and heartbeat() are safe from
 // any thread (atomics). RunDue() is for tests only: they call it instead of Start().
 #pragma once
 
@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/heartbeat.h"
 #include "agent/core/reading.h"
 #include "agent/core/stop_signal.h"
 #include "drivers/modbus/poll_schedule.h"
@@ -105,6 +106,8 @@ class ModbusPoller {
   const DeviceSpec& device(size_t i) const { return devices_[i].spec; }
   const DeviceCounters& counters(size_t i) const { return *devices_[i].counters; }
   LinkState link_state(size_t i) const { return devices_[i].counters->link.load(); }
+  // Beats before each device poll and at least every kHeartbeatEvery while idle.
+  const Heartbeat& heartbeat() const { return heartbeat_; }
 
  private:
   struct Group {
@@ -160,6 +163,7 @@ class ModbusPoller {
   std::chrono::milliseconds backoff_{0};
   bool connect_logged_ = false;
 
+  Heartbeat heartbeat_;
   StopSignal stop_;
   std::thread thread_;
 };

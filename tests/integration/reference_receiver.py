@@ -269,6 +269,7 @@ class Subscriber:
         # message goes to one of them (MQTT 5, docs/protocol.md).
         self.topic = f"$share/{shared_group}/{topic}" if shared_group else topic
         self.subscribed = threading.Event()
+        self.subscriptions = 0  # SUBACKs received: one per (re)connection
         self.client = mqtt.Client(client_id=client_id or f"tagrelay-receiver-{os.getpid()}-{port}",
                                   protocol=mqtt.MQTTv5)
         if user:
@@ -277,6 +278,7 @@ class Subscriber:
             self.client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
@@ -287,6 +289,9 @@ class Subscriber:
         if rc == 0:
             client.subscribe(self.topic, qos=1)
             self.subscribed.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):
+        self.subscriptions += 1
 
     def _on_message(self, client, userdata, msg):
         props = getattr(msg.properties, "UserProperty", None) or []

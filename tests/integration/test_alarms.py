@@ -141,6 +141,15 @@ class AlarmsTest(unittest.TestCase):
                         "the alarm arrived no later than the reading that raised it")
         del readings
 
+        # Operators see it on the box: `tagrelay status` lists the active alarm.
+        def active():
+            return [a for a in self.agent.status()["alarms"] if a["id"] == "count-high"]
+        harness.wait_for(active, 10, what="the alarm in the status")
+        shown = active()[0]
+        self.assertEqual((shown["device"], shown["tag"], shown["severity"]),
+                         (DEVICE, "counter", "minor"), shown)
+        self.assertEqual(shown["message"], "counter at 31 polls, above 30")
+
         # The broker goes away; the counter crosses the second limit meanwhile.
         self.broker.stop()
         crossed = self.store_value_after(90)
@@ -173,6 +182,25 @@ class AlarmsTest(unittest.TestCase):
         self.assertGreater(last["run_s"], 1.0)
         self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
         self.agent = None
+        self.assertEqual(self.receiver.errors, [], self.receiver.core.summary())
+
+    def test_a_reload_applies_new_rules_and_loses_nothing(self):
+        self.start(first=1_000_000, second=2_000_000)
+        self.agent.wait_running()
+        harness.wait_for(lambda: len(self.records("telemetry")) >= 10, 20, what="readings")
+        self.assertIsNone(self.alarm("count-high"))
+        # The new rules: the counter is far past the first limit already.
+        config(self.work, self.broker.port, self.sim.port, self.key, first=5, second=2_000_000)
+        self.agent.proc.send_signal(signal.SIGHUP)
+        harness.wait_for(lambda: self.alarm("count-high"), 20, what="the alarm of the new rules")
+        self.assertIn("the alarm or counter rules changed", self.agent.log_text())
+        self.assertGreater(self.alarm("count-high")["v"], 5)
+        seen = max(self.records("telemetry"))
+        harness.wait_for(lambda: max(self.records("telemetry")) > seen + 5, 20,
+                         what="readings after the reload")
+        self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
+        self.agent = None
+        self.assertEqual(self.receiver.core.gaps(), {}, self.receiver.core.summary())
         self.assertEqual(self.receiver.errors, [], self.receiver.core.summary())
 
     def store_value_after(self, limit, timeout=30):

@@ -139,6 +139,8 @@ class CrashTest(unittest.TestCase):
         def delivered_backlog():
             return all(self.receiver.seqs(d)[:n - 1] == list(range(1, n)) for d, n in backlog.items())
         harness.wait_for(delivered_backlog, 60, interval=0.1, what="the backlog to be delivered")
+        # The killed runs may have delivered it all already: a SIGTERM must not
+        # come before the agent handles signals (until then it simply kills it).
         self.agent.wait_running()
         self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
         time.sleep(0.2)

@@ -131,13 +131,35 @@ class TlsSessionTest(TlsTestBase):
             unacked_at_kill = store_peek.seqs(self.db, DEVICE, delivered=False)
             with sqlite3.connect(self.db) as db:
                 last = db.execute("SELECT next_seq - 1 FROM devices").fetchone()[0]
-            time.sleep(0.5)
-            broker.start()
+            # The receiver must be back before the gateway: a broker killed with
+            # -9 may come back without the receiver's session, and then drops
+            # what the gateway replays (and it acknowledges) until the receiver
+            # subscribes again. The gateway waits, stopped, meanwhile.
+            subscriptions = sub.subscriptions
+            self.agent.proc.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(0.5)
+                broker.start()
+                harness.wait_for(lambda: sub.subscriptions > subscriptions, 30,
+                                 what="the receiver subscribed again")
+            finally:
+                self.agent.proc.send_signal(signal.SIGCONT)
 
             def caught_up():
                 seqs = set(core.seqs(GATEWAY, DEVICE))
                 return unacked_at_kill <= seqs and set(range(last + 1, last + 31)) <= seqs
-            harness.wait_for(caught_up, 90, what="every unacknowledged reading after the outage")
+            try:
+                harness.wait_for(caught_up, 90, what="every unacknowledged reading after the outage")
+            except TimeoutError:
+                seqs = set(core.seqs(GATEWAY, DEVICE))
+                missing = unacked_at_kill - seqs
+                acked = missing & store_peek.seqs(self.db, DEVICE, delivered=True)
+                print(f"\nof those not received, acknowledged by the broker: {len(acked)}/"
+                      f"{len(missing)}", file=sys.stderr)
+                print(f"\nnot received: {sorted(unacked_at_kill - seqs)[:20]}; newest received "
+                      f"{max(seqs)}, stored up to {last}\n{core.summary()}\n--- agent log:\n"
+                      f"{self._read(self.agent.log)[-4000:]}", file=sys.stderr)
+                raise
             self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
             time.sleep(0.5)
         finally:

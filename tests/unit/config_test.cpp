@@ -502,9 +502,9 @@ address = 0
 [[alert]] # <- line 15; the key 'alert' starts at column 3
 id = "overvoltage-l1"
 )");
-  EXPECT_TRUE(
-      OnlyError(r, 15, 3, "unknown section 'alert'",
-                "[gateway], [store], [uplink], [[bus]], [[device]], [[alarm]] and [[counter]]"));
+  EXPECT_TRUE(OnlyError(r, 15, 3, "unknown section 'alert'",
+                        "[gateway], [store], [uplink], [status], [[bus]], [[device]], [[alarm]] "
+                        "and [[counter]]"));
 }
 
 TEST(ConfigErrorTest, UnknownTableSection) {
@@ -1523,12 +1523,15 @@ TEST(ConfigReferenceTest, DocumentsEveryKeyUnderItsSection) {
       ++sections;
       const bool array = section == "bus" || section == "device" || section == "device.tag" ||
                          section == "alarm" || section == "counter";
+      // The [profile] table of a profile file has a note between heading and table.
       const std::string heading = "\n### " + std::string(array ? "[[" : "[") +
-                                  std::string(section) + (array ? "]]" : "]") + "\n";
+                                  std::string(section) + (array ? "]]" : "]") +
+                                  (section == "profile" ? " of a profile file\n" : "\n");
       const size_t at = md.find(heading, pos);
       ASSERT_NE(at, std::string::npos) << heading;
       EXPECT_EQ(md.find(heading), at) << heading << " appears twice";
       pos = at + heading.size();
+      if (section == "profile") pos = md.find("\n\n", pos + 1) + 1;
       const std::string table_head =
           "\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
       ASSERT_EQ(md.compare(pos, table_head.size(), table_head), 0) << md.substr(pos, 80);
@@ -1553,7 +1556,7 @@ TEST(ConfigReferenceTest, DocumentsEveryKeyUnderItsSection) {
     EXPECT_EQ(md.find("\n### ", pos), md.find("\n### ", at)) << "the row is under another heading";
     pos = at + row.size();
   }
-  EXPECT_EQ(sections, 8);
+  EXPECT_EQ(sections, 10);
   EXPECT_EQ(pos, md.size());
 }
 
@@ -1574,7 +1577,7 @@ TEST(ConfigReferenceTest, EveryTableRowHasFourCells) {
     EXPECT_EQ(bars, 5) << line;
     ++rows;
   }
-  EXPECT_EQ(rows, ConfigKeys().size() + 2 * 8);  // a header and a rule per section
+  EXPECT_EQ(rows, ConfigKeys().size() + 2 * 10);  // a header and a rule per section
 }
 
 TEST(ConfigReferenceTest, EveryDocumentedKeyIsAccepted) {
@@ -1591,14 +1594,15 @@ TEST(ConfigReferenceTest, EveryDocumentedKeyIsAccepted) {
     if (k.section == "bus") header = "[[bus]]\n";
     if (k.section == "device") header = "[[device]]\n";
     if (k.section == "device.tag") header = "[[device.tag]]\n";
-    if (k.section == "store") {
-      text.insert(text.find("[uplink]"), "[store]\n");
-      header = "[store]\n";
+    if (k.section == "store" || k.section == "status") {
+      header = "[" + std::string(k.section) + "]\n";
+      text.insert(text.find("[uplink]"), header);
     }
     if (k.section == "alarm" || k.section == "counter") {
       header = "[[" + std::string(k.section) + "]]\n";
       text += "\n" + header;
     }
+    if (k.section == "profile") continue;  // keys of profile files: profile_test.cpp
     ASSERT_FALSE(header.empty()) << "unexpected section " << k.section;
     const size_t section_at = text.find(header);
     const size_t next = text.find("\n[", section_at + 1);
