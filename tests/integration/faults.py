@@ -1,7 +1,6 @@
 """Fault makers for the reliability tests and the soak: a TCP server that
 accepts and then says nothing, a TCP proxy that throttles, delays or cuts the
-line to a real broker, a private mount namespace with a small tmpfs (a disk
-that fills up), samples of a process's memory, descriptors and threads, and a
+line to a real broker, a small tmpfs (a disk that fills up), samples of a process's memory, descriptors and threads, and a
 way to freeze one thread of a process (ptrace) as a hung worker would be.
 
 Runs under Debian's /usr/bin/python3."""
@@ -208,63 +207,43 @@ class FrozenThread:
             self._ptrace(self.PTRACE_DETACH, "detach")
 
 
-class TmpfsNamespace:
-    """A private mount namespace holding a tmpfs of `size` mounted on `path`:
-    a small disk that the test can fill. Processes started with prefix()
-    run inside it; the test sees the files through root() (the holder's
-    /proc/<pid>/root). Needs root (or CAP_SYS_ADMIN); raises RuntimeError if
-    the namespace cannot be made."""
+class SmallDisk:
+    """A tmpfs of `size` mounted on `path` (made if missing): a small disk that
+    the test can fill. Needs root; raises RuntimeError if it cannot be
+    mounted. close() unmounts it (lazily: the agent may still hold files)."""
 
     def __init__(self, path, size):
         self.path = path
         os.makedirs(path, exist_ok=True)
-        self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             f"mount -t tmpfs -o size={size},mode=0750 tagrelay-test '{path}' && echo mounted "
-             "&& exec sleep 100000"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.holder.stdout.readline().strip()
-        if line != "mounted":
-            err = self.holder.stderr.read() if self.holder.poll() is not None else ""
-            self.close()
-            raise RuntimeError(f"cannot make a tmpfs in a mount namespace: {err.strip()}")
-
-    def prefix(self):
-        """A command prefix that runs a program in the namespace."""
-        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--"]
-
-    def root(self, path=None):
-        """`path` (default: the tmpfs) as seen from outside the namespace."""
-        return f"/proc/{self.holder.pid}/root{path or self.path}"
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0750",
+                            "tagrelay-test", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"cannot mount a tmpfs on {path}: {r.stderr.strip()}")
+        self.mounted = True
 
     def fill(self, name="filler"):
-        """Writes a file in the tmpfs until the disk is full; returns its size."""
+        """Writes a file on the disk until it is full; returns its size."""
         written = 0
-        block = b"\0" * 65536
-        with open(os.path.join(self.root(), name), "wb", buffering=0) as f:
-            while True:
-                try:
-                    written += f.write(block)
-                except OSError:
-                    break
-            # The last blocks: smaller writes until not one byte fits.
-            for size in (4096, 512, 1):
+        with open(os.path.join(self.path, name), "wb", buffering=0) as f:
+            for size in (65536, 4096, 512, 1):  # then smaller writes until not one byte fits
+                block = b"\0" * size
                 while True:
                     try:
-                        written += f.write(b"\0" * size)
+                        n = f.write(block)
                     except OSError:
+                        break
+                    written += n
+                    if n < size:
                         break
         return written
 
     def free(self, name="filler"):
-        os.unlink(os.path.join(self.root(), name))
+        os.unlink(os.path.join(self.path, name))
 
     def close(self):
-        if self.holder.poll() is None:
-            self.holder.kill()
-        self.holder.wait()
-        self.holder.stdout.close()
-        self.holder.stderr.close()
+        if self.mounted:
+            self.mounted = False
+            subprocess.run(["umount", "--lazy", self.path], check=False)
 
 
 def next_seqs(db_path):
