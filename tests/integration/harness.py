@@ -206,12 +206,13 @@ class Agent:
     one that keeps the status of this agent to itself: the socket in the
     work dir (`status_socket`) and no web page, so that tests running side by
     side do not meet on the default port and socket. `prefix` is a command
-    that runs the agent (another user, another mount namespace)."""
+    that runs the agent (as another user, say); `env` adds to its environment."""
 
-    def __init__(self, binary, config, workdir, prefix=()):
+    def __init__(self, binary, config, workdir, prefix=(), env=None):
         self.binary = binary
         self.config = config
         self.prefix = list(prefix)
+        self.env = dict(os.environ, **env) if env else None
         self.log = os.path.join(workdir.path, "agent.log")
         self.status_socket = os.path.join(workdir.path, "status.sock")
         with open(config) as f:
@@ -231,7 +232,7 @@ class Agent:
         self._runs_before = self.log_text().count(" running: ") if os.path.exists(self.log) else 0
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen([*self.prefix, self.binary, "run", "--config", self.config],
-                                         stdout=subprocess.DEVNULL, stderr=log)
+                                         stdout=subprocess.DEVNULL, stderr=log, env=self.env)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None:
