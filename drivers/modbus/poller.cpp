@@ -18,9 +18,16 @@ bool IsException(const Status& s) { return s.message().starts_with("exception:")
 
 // A valid answer never came: the device may be gone, so the rest of its
 // requests in this poll would only cost more timeouts.
+// Exceptions 10 and 11 come from a gateway in front of the device: no path
+// to it, or it did not answer the gateway (which says so after a timeout of
+// its own). For the device they mean no answer, like a timeout.
+bool GatewayNoAnswer(const Status& s) {
+  return s.message() == "exception:10" || s.message() == "exception:11";
+}
+
 bool NoAnswer(const Status& s) {
   return s.code() == StatusCode::kTimeout || s.code() == StatusCode::kUnavailable ||
-         s.code() == StatusCode::kIOError;
+         s.code() == StatusCode::kIOError || GatewayNoAnswer(s);
 }
 
 bool Retryable(const Status& s) {
@@ -245,8 +252,8 @@ void ModbusPoller::PollGroup(DeviceState& d, Group& g, std::vector<Reading>* out
                          " (exception 2, illegal data address): check the tag's address"});
       }
     }
-    if (IsException(s)) {
-      outcome->answered = true;
+    if (IsException(s) && !GatewayNoAnswer(s)) {
+      outcome->answered = true;  // the device is there; it refused this request
     } else {
       outcome->failed = true;
       if (outcome->failure.empty()) {
