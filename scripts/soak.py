@@ -193,7 +193,7 @@ def main():
         started = time.monotonic()
         end = started + args.duration
         next_sample, next_flap = started, started + args.flap_every
-        samples, flaps = [], 0
+        samples, flaps, up_at = [], 0, None
         while time.monotonic() < end:
             now = time.monotonic()
             if agent.proc.poll() is not None:
@@ -206,14 +206,17 @@ def main():
                 print(f"  {s['t']:6.0f} s  rss {s['rss_kib']} KiB  fds {s['fds']}  threads "
                       f"{s['threads']}  received {s['received']}", flush=True)
                 next_sample = now + args.sample_every
-            if now >= next_flap and now + args.flap_down < end:
-                broker.stop()
-                time.sleep(args.flap_down)
+            if up_at is not None and now >= up_at:
                 broker.start()
+                up_at, next_flap = None, time.monotonic() + args.flap_every
+            elif up_at is None and now >= next_flap and now + args.flap_down < end:
+                broker.stop()  # sampling goes on while it is down
+                up_at = now + args.flap_down
                 flaps += 1
-                next_flap = time.monotonic() + args.flap_every
             time.sleep(0.2)
         ran = time.monotonic() - started
+        if up_at is not None:
+            broker.start()
 
         marks = faults.next_seqs(db)
         drain_started = time.monotonic()

@@ -1,8 +1,9 @@
 """The store's disk misbehaves, with the real agent under load (five devices
 polled every 50 ms):
 - the disk fills up while the agent runs (a small tmpfs on its data
-  directory): the store says so, polling goes on, the readings wait in memory,
-  and once there is room again they are written and delivered: nothing lost;
+  directory): the store says so, polling and alarms go on, the readings wait
+  in memory, and once there is room again they are written and delivered:
+  nothing lost, and the alarm raised meanwhile reaches the cloud;
 - a corrupt database at start: it is moved aside with a clear message, a
   fresh one starts, the cloud hears of it (a store_reset event), sequence
   numbers go on from where they were;
@@ -37,6 +38,17 @@ AGENT = os.path.abspath(os.environ.get("TAGRELAY_BIN", "build/agent/tagrelay"))
 SIM = os.environ.get("TAGRELAY_SIM", "build/tests/tagrelay-modbus-sim")
 GATEWAY = "gw-disk"
 KEY = "disk-faults-key-7c1e"
+
+
+ALARM = """
+[[alarm]]
+id = "counter-high"
+device = "dev-1"
+tag = "counter"
+kind = "high"
+limit = 3000
+severity = "minor"
+"""
 
 
 def report(text):
@@ -96,10 +108,13 @@ class DiskFaultTest(unittest.TestCase):
         except RuntimeError as e:
             self.skipTest(str(e))
         self.cleanups.append(disk.close)
-        agent = self.make_agent()
+        # The simulator's counter goes up by one each poll of any device (100/s):
+        # it crosses the limit some 30 s after the start, while the disk is full.
+        agent = self.make_agent(extra=ALARM)
         agent.start()
         agent.wait_running()
         harness.wait_for(lambda: len(self.receiver.seqs("dev-1")) >= 50, 20, what="readings")
+        self.assertEqual(agent.status()["alarms"], [])
 
         filled = disk.fill()
         harness.wait_for(lambda: agent.status()["store"]["failing"], 30,
@@ -109,25 +124,36 @@ class DiskFaultTest(unittest.TestCase):
         # Polling goes on while nothing can be written.
         polls = self.polls()
         harness.wait_for(lambda: self.polls() >= polls + 100, 20, what="polls with the disk full")
-        harness.wait_for(lambda: time.monotonic() - full_at >= 3, 10)
         status = agent.status()
         self.assertTrue(status["store"]["failing"])
         self.assertGreater(status["store"]["failed_commits"], 0)
-        self.assertEqual(status["store"]["lost_in_memory"], 0)
         self.assertIsNone(agent.proc.poll())
+        # Alarms go on too: raised while nothing can be written.
+        harness.wait_for(lambda: agent.status()["alarms"], 60, interval=0.5,
+                         what="the alarm raised with the disk full")
+        self.assertTrue(agent.status()["store"]["failing"], "the alarm came with the disk full")
+        self.assertEqual(agent.status()["store"]["lost_in_memory"], 0)
 
+        full_for = time.monotonic() - full_at
         disk.free()
         harness.wait_for(lambda: not agent.status()["store"]["failing"], 30,
                          what="the store writing again")
         self.assertRegex(agent.log_text(), r"writing again after \d+ s; 0 readings were dropped")
         total = self.drain()
+        harness.wait_for(lambda: self.alarm_events("counter-high", "raised"), 20,
+                         what="the alarm raised with the disk full at the receiver")
         status = agent.status()
         self.stop_agent()
         self.assertEqual(faults.losses(self.receiver, self.db), {})
         self.assertEqual(self.receiver.errors, [])
-        report(f"disk full for {time.monotonic() - full_at:.0f} s ({filled} bytes of filler on an "
-               f"8 MiB tmpfs): {status['store']['failed_commits']} failed commits, polling went "
-               f"on, 0 dropped in memory; {total} readings, none lost")
+        report(f"disk full for {full_for:.0f} s ({filled} bytes of filler on an "
+               f"8 MiB tmpfs): {status['store']['failed_commits']} failed commits, polling and "
+               f"alarms went on, 0 dropped in memory; {total} readings, none lost")
+
+    def alarm_events(self, alarm, state):
+        with self.receiver.core.lock:
+            return [r for (g, d, k, s), r in self.receiver.core.records.items()
+                    if k == "alarms" and r["alarm"] == alarm and r["state"] == state]
 
     def test_a_corrupt_database_at_start_is_moved_aside(self):
         agent = self.make_agent()
