@@ -1456,46 +1456,238 @@ Config Parser::Parse(const toml::table& root) {
 
 namespace {
 
-// The TOML parser (toml++ 3.3) reaches undefined behaviour when it checks
-// whether a code point in U+FB26..U+FEFE is whitespace, which it does for any
-// character where whitespace may stand. Such characters (presentation forms,
-// small and compatibility forms) have no business in a config file: they are
-// refused, with their place, before the parser sees them.
-std::optional<ConfigError> UnsupportedCharacter(std::string_view text, const std::string& path) {
-  int line = 1, column = 1;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const auto b = static_cast<unsigned char>(text[i]);
-    if (b == '\n') {
-      ++line;
-      column = 1;
-      continue;
-    }
-    if (b == 0xEF && i + 2 < text.size()) {
-      const auto b1 = static_cast<unsigned char>(text[i + 1]),
-                 b2 = static_cast<unsigned char>(text[i + 2]);
-      if ((b1 & 0xC0) == 0x80 && (b2 & 0xC0) == 0x80) {
-        const uint32_t cp =
-            (uint32_t{b & 0x0Fu} << 12) | (uint32_t{b1 & 0x3Fu} << 6) | (b2 & 0x3Fu);
-        if (cp >= 0xFB26 && cp <= 0xFEFE) {
-          char hex[16];
-          std::snprintf(hex, sizeof hex, "U+%04X", cp);
-          return ConfigError{path, line, column,
-                             std::string("unsupported character ") + hex +
-                                 " (characters U+FB26..U+FEFE are not accepted in a config file)",
-                             "retype it, or remove it if it was pasted in by mistake"};
+// The TOML parser (toml++ 3.3) reaches undefined behaviour when it asks whether
+// a non-ASCII character is whitespace: its generated lookup has holes for
+// U+00A1..U+0499, U+2C5E..U+2FFF, U+3001..U+3057 and U+FB26..U+FEFE. It asks
+// that wherever whitespace or the end of a value may stand: outside strings and
+// comments (after a key, through a bare value such as a number or a date, after
+// a value), and in a multi-line basic string right after a backslash and at the
+// start of a line continued by one. Inside strings and comments it never asks.
+//
+// Non-ASCII text outside strings and comments is never valid TOML, and after a
+// line-ending backslash it is rare, so a config with non-ASCII text in those
+// places is refused, with its place, before the parser sees it. String values
+// and comments ("°C", "Température") are untouched.
+//
+// To know what is a string, the scan follows TOML's structure as the parser
+// does: a quote opens a string where a key or a value may start, but not inside
+// a bare value (the parser reads a number or a date on through quotes up to
+// whitespace, ',', ']', '}' or '#') and not after a value.
+class TomlTextScan {
+ public:
+  TomlTextScan(std::string_view text, const std::string& path) : text_(text), path_(path) {}
+
+  std::optional<ConfigError> Run() {
+    if (text_.starts_with("\xEF\xBB\xBF")) i_ = 3;  // a byte order mark is fine
+    while (i_ < text_.size()) {
+      const auto b = static_cast<unsigned char>(text_[i_]);
+      size_t step = 1;
+      if (b >= 0x80) {
+        const size_t len = SequenceLength(b);
+        if (in_ == In::kCode) {
+          return Refuse(len, "outside a string or a comment",
+                        "put the text in quotes, or retype it if it was pasted in by mistake");
         }
+        if (in_ == In::kMultiBasic && after_ != After::kNothing) {
+          return Refuse(len, "after a backslash in a multi-line string",
+                        "start the continued text with an ASCII character, or use \\u escapes");
+        }
+        step = len;
+      } else if (b == '\n') {
+        if (in_ == In::kComment || in_ == In::kBasic || in_ == In::kLiteral) in_ = In::kCode;
+        if (in_ == In::kMultiBasic && after_ == After::kBackslash) after_ = After::kLineEnd;
+        if (in_ == In::kCode) EndOfLine();
+      } else {
+        step = Ascii(b);
+      }
+      Advance(step);
+    }
+    return std::nullopt;
+  }
+
+ private:
+  enum class In { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
+  // In a multi-line basic string: after a backslash; skipping the whitespace
+  // and line breaks after a line-ending backslash.
+  enum class After { kNothing, kBackslash, kLineEnd };
+  // Where a level of the document is: expecting a key, in a [table] header,
+  // expecting a value, in a bare value, after a value.
+  enum class Mode { kKey, kHeader, kValue, kBare, kAfter };
+  struct Level {
+    char kind;  // 't' the document, 'a' an array, 'i' an inline table
+    Mode mode;
+  };
+
+  size_t SequenceLength(unsigned char b) const {
+    size_t len = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+    return i_ + len > text_.size() ? 1 : len;
+  }
+
+  static bool EndsBareValue(unsigned char b) {
+    return b == ' ' || b == '\t' || b == '\r' || b == ',' || b == ']' || b == '}' || b == '#';
+  }
+
+  void EndOfLine() {
+    if (levels_.back().mode == Mode::kBare) levels_.back().mode = Mode::kAfter;
+    if (levels_.back().kind == 't') levels_.back().mode = Mode::kKey;
+  }
+
+  // Handles one ASCII character other than a line break; returns how many
+  // bytes it took.
+  size_t Ascii(unsigned char b) {
+    switch (in_) {
+      case In::kComment: return 1;
+      case In::kBasic:
+        if (b == '\\') return (i_ + 1 < text_.size() && text_[i_ + 1] != '\n') ? 2 : 1;
+        if (b == '"') in_ = In::kCode;
+        return 1;
+      case In::kLiteral:
+        if (b == '\'') in_ = In::kCode;
+        return 1;
+      case In::kMultiBasic:
+      case In::kMultiLiteral: return InMultiLine(b);
+      case In::kCode: return InCode(b);
+    }
+    return 1;
+  }
+
+  size_t InMultiLine(unsigned char b) {
+    const bool basic = in_ == In::kMultiBasic;
+    if (basic && after_ == After::kBackslash) {
+      // The escaped character: whitespace makes it a line-ending backslash.
+      after_ = (b == ' ' || b == '\t' || b == '\r') ? After::kLineEnd : After::kNothing;
+      return 1;
+    }
+    if (basic && after_ == After::kLineEnd) {
+      if (b == ' ' || b == '\t' || b == '\r') return 1;
+      after_ = After::kNothing;
+    }
+    if (basic && b == '\\') {
+      after_ = After::kBackslash;
+      return 1;
+    }
+    const char quote = basic ? '"' : '\'';
+    if (b != static_cast<unsigned char>(quote)) return 1;
+    // Three to five quotes close the string (up to two belong to it).
+    const size_t n = RunOf(quote);
+    if (n < 3) return n;
+    in_ = In::kCode;
+    return std::min<size_t>(n, 5);
+  }
+
+  size_t InCode(unsigned char b) {
+    Level& level = levels_.back();
+    if (level.mode == Mode::kBare) {
+      if (!EndsBareValue(b)) return 1;
+      level.mode = Mode::kAfter;
+    }
+    switch (b) {
+      case ' ':
+      case '\t':
+      case '\r': return 1;
+      case '#': in_ = In::kComment; return 1;
+      case '"':
+      case '\'': return Quote(b, level);
+      case '=':
+        if (level.mode == Mode::kKey) level.mode = Mode::kValue;
+        return 1;
+      case '[':
+        if (level.mode == Mode::kKey && level.kind == 't') {
+          level.mode = Mode::kHeader;
+        } else if (level.mode == Mode::kValue) {
+          level.mode = Mode::kAfter;
+          levels_.push_back(Level{'a', Mode::kValue});
+        }
+        return 1;
+      case '{':
+        if (level.mode == Mode::kValue) {
+          level.mode = Mode::kAfter;
+          levels_.push_back(Level{'i', Mode::kKey});
+        }
+        return 1;
+      case ']':
+        if (level.mode == Mode::kHeader) {
+          level.mode = Mode::kAfter;
+        } else if (level.kind == 'a') {
+          levels_.pop_back();
+        }
+        return 1;
+      case '}':
+        if (level.kind == 'i') levels_.pop_back();
+        return 1;
+      case ',':
+        if (level.mode == Mode::kAfter && level.kind == 'a') level.mode = Mode::kValue;
+        if (level.mode == Mode::kAfter && level.kind == 'i') level.mode = Mode::kKey;
+        return 1;
+      default:
+        if (level.mode == Mode::kValue) level.mode = Mode::kBare;
+        return 1;
+    }
+  }
+
+  size_t Quote(unsigned char b, Level& level) {
+    // A quote opens a string only where a key or a value may start.
+    if (level.mode != Mode::kKey && level.mode != Mode::kHeader && level.mode != Mode::kValue) {
+      return 1;
+    }
+    if (level.mode == Mode::kValue) level.mode = Mode::kAfter;
+    const size_t n = RunOf(static_cast<char>(b));
+    if (n >= 3) {
+      in_ = b == '"' ? In::kMultiBasic : In::kMultiLiteral;
+      after_ = After::kNothing;
+      return 3;
+    }
+    if (n == 2) return 2;  // an empty string
+    in_ = b == '"' ? In::kBasic : In::kLiteral;
+    return 1;
+  }
+
+  size_t RunOf(char quote) const {
+    size_t n = 0;
+    while (i_ + n < text_.size() && text_[i_ + n] == quote) ++n;
+    return n;
+  }
+
+  // Moves past `step` bytes, counting lines and characters (not bytes).
+  void Advance(size_t step) {
+    for (size_t k = 0; k < step && i_ < text_.size(); ++k, ++i_) {
+      const auto c = static_cast<unsigned char>(text_[i_]);
+      if (c == '\n') {
+        ++line_;
+        column_ = 1;
+      } else if ((c & 0xC0) != 0x80) {
+        ++column_;
       }
     }
-    if ((b & 0xC0) != 0x80) ++column;  // count characters, not bytes
   }
-  return std::nullopt;
-}
+
+  ConfigError Refuse(size_t len, const char* where, const char* hint) const {
+    uint32_t cp = static_cast<unsigned char>(text_[i_]);
+    if (len > 1) {
+      cp &= 0x7Fu >> len;
+      for (size_t k = 1; k < len; ++k) {
+        cp = (cp << 6) | (static_cast<unsigned char>(text_[i_ + k]) & 0x3Fu);
+      }
+    }
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "U+%04X", static_cast<unsigned>(cp));
+    return ConfigError{path_, line_, column_, std::string("character ") + hex + " " + where, hint};
+  }
+
+  std::string_view text_;
+  const std::string& path_;
+  size_t i_ = 0;
+  int line_ = 1, column_ = 1;
+  In in_ = In::kCode;
+  After after_ = After::kNothing;
+  std::vector<Level> levels_{Level{'t', Mode::kKey}};
+};
 
 }  // namespace
 
 ConfigResult ParseConfig(std::string_view text, const std::string& path) {
   ConfigResult out;
-  if (std::optional<ConfigError> e = UnsupportedCharacter(text, path)) {
+  if (std::optional<ConfigError> e = TomlTextScan(text, path).Run()) {
     out.errors.push_back(std::move(*e));
     return out;
   }

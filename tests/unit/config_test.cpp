@@ -385,16 +385,56 @@ port 502
       << r.errors[0].ToString();
 }
 
-TEST(ConfigErrorTest, PresentationFormCharactersAreRefusedWithTheirPlace) {
-  // U+FE7F (arabic presentation form) is two characters after "é" on line 2:
-  // the column counts characters, not bytes.
-  const ConfigResult r = Parse("[gateway]\nid = \"\xC3\xA9\xEF\xB9\xBF\"\n");
-  ASSERT_TRUE(OnlyError(r, 2, 8, "unsupported character U+FE7F", "retype it"));
-  // The edges of the refused range, and the byte order mark just past it, which is fine.
-  EXPECT_FALSE(Parse("# \xEF\xAC\xA6\n").errors.empty());  // U+FB26
-  EXPECT_FALSE(Parse("# \xEF\xBB\xBE\n").errors.empty());  // U+FEFE
+TEST(ConfigErrorTest, NonAsciiTextInStringsAndCommentsIsKept) {
+  // "°C", "é" and a presentation form in string values of every kind, in a
+  // quoted key and in comments; a byte order mark at the start.
+  std::string text = "\xEF\xBB\xBF# Temp\xC3\xA9rature \xEF\xB9\xBF\n" + std::string(kMinimal) +
+                     "unit = \"\xC2\xB0"
+                     "C\"  # \xC2\xB0"
+                     "C\n"
+                     "description = '''\n\xC3\xA9t\xC3\xA9 \xEF\xB9\xBF'''\n";
+  ConfigResult r = Parse(text);
+  ASSERT_TRUE(Ok(r)) << Dump(r);
+  EXPECT_EQ(r.config->devices[0].tags[0].unit,
+            "\xC2\xB0"
+            "C");
+  // A multi-line basic string with quotes at its end and a continued line.
+  r = Parse(std::string(kMinimal) + "unit = \"\"\"\xC2\xB0\\\n  x\xC2\xB0\"\"\"\"\n");
+  ASSERT_TRUE(Ok(r)) << Dump(r);
+  EXPECT_EQ(r.config->devices[0].tags[0].unit, "\xC2\xB0x\xC2\xB0\"");
+  // A quoted key is a string too: the parser sees it and calls it unknown.
+  r = Parse(std::string(kMinimal) + "\"\xC3\xA9\" = 1\n");
+  ASSERT_EQ(r.errors.size(), 1u) << Dump(r);
+  EXPECT_NE(r.errors[0].message.find("unknown key"), std::string::npos) << Dump(r);
+}
+
+TEST(ConfigErrorTest, NonAsciiTextWhereTheParserLooksForWhitespaceIsRefusedWithItsPlace) {
+  // Outside strings and comments: after a bare key, as a bare value, after a
+  // string value, in a table header. The column counts characters, not bytes.
+  EXPECT_TRUE(OnlyError(Parse("[gateway]\nid\xC6\x92 = \"gw\"\n"), 2, 3,
+                        "character U+0192 outside a string or a comment",
+                        "put the text in quotes"));
+  EXPECT_TRUE(OnlyError(Parse("[gateway]\nid = \"\xC3\xA9\" \xC3\xA9\n"), 2, 10,
+                        "character U+00E9 outside a string or a comment"));
+  EXPECT_TRUE(OnlyError(Parse("a = tr\xE3\x80\x81\n"), 1, 7, "character U+3001"));
   EXPECT_TRUE(
-      Ok(Parse(std::string(kMinimal) + "# \xEF\xAC\xA5 \xEF\xBB\xBF\n")));  // U+FB25, U+FEFF
+      OnlyError(Parse("a = [1, { b = \"x\" }, \xEF\xB9\xBF]\n"), 1, 22, "character U+FE7F"));
+  EXPECT_TRUE(OnlyError(Parse("[t\xC3\xA9]\n"), 1, 3, "character U+00E9"));
+  // In a multi-line basic string: right after a backslash, and first on a line
+  // continued by a line-ending backslash (after its whitespace).
+  EXPECT_TRUE(OnlyError(Parse("a = \"\"\"x\\\xC3\xA9\"\"\"\n"), 1, 10,
+                        "after a backslash in a multi-line string", "ASCII character"));
+  EXPECT_TRUE(OnlyError(Parse("a = \"\"\"x\\  \n\n   \xC3\xA9\"\"\"\n"), 3, 4,
+                        "after a backslash in a multi-line string"));
+  // Escaped quotes and backslashes do not end a string early.
+  EXPECT_TRUE(Ok(Parse(std::string(kMinimal) + "unit = \"\\\"\xC3\xA9\\\\\"\n")));
+  EXPECT_TRUE(Ok(Parse(std::string(kMinimal) + "unit = \"\"\"\\\\\xC3\xA9\\\"\"\"\"\n")));
+  // Inside a bare value the parser reads on through quotes.
+  EXPECT_TRUE(OnlyError(Parse("a = +1\"\"\"\xC3\xA9\"\"\"\n"), 1, 10, "character U+00E9"));
+  EXPECT_TRUE(OnlyError(Parse("a = 1979-05-27 \"\xC3\xA9\"\n"), 1, 17, "character U+00E9"));
+  // A closed string gives the rest of the line back to the parser.
+  EXPECT_TRUE(OnlyError(Parse("a = \"\"\"x\"\"\"\"\" \xC3\xA9\n"), 1, 15, "character U+00E9"));
+  EXPECT_TRUE(OnlyError(Parse("a = ''\xC3\xA9\n"), 1, 7, "character U+00E9"));
 }
 
 TEST(ConfigErrorTest, UnknownKeyWithDidYouMeanHint) {
