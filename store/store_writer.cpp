@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "agent/core/log.h"
+#include "agent/core/thread_name.h"
 
 namespace tagrelay::store {
 namespace {
@@ -34,7 +35,10 @@ StoreWriter::StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& o
 StoreWriter::~StoreWriter() { Stop(); }
 
 void StoreWriter::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("store writer");
+    Run();
+  });
 }
 
 void StoreWriter::Stop() {

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "agent/core/log.h"
+#include "agent/core/thread_name.h"
 #include "agent/status/status_http.h"
 
 namespace tagrelay::status {
@@ -186,7 +187,10 @@ void StatusServer::Start() {
   if (pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
   stop_ = false;
   Sample();
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("status");
+    Run();
+  });
 }
 
 void StatusServer::Stop() {

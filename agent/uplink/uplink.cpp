@@ -6,6 +6,7 @@
 #include <string>
 
 #include "agent/core/log.h"
+#include "agent/core/thread_name.h"
 #include "agent/uplink/key_file.h"
 #include "agent/uplink/signing.h"
 
@@ -93,7 +94,10 @@ Uplink::~Uplink() {
 }
 
 void Uplink::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("uplink");
+    Run();
+  });
 }
 
 void Uplink::Stop() {

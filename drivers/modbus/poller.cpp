@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "agent/core/log.h"
+#include "agent/core/thread_name.h"
 #include "drivers/modbus/codec.h"
 
 namespace tagrelay::modbus {
@@ -99,7 +100,10 @@ ModbusPoller::ModbusPoller(std::string name, std::unique_ptr<ModbusTransport> tr
 ModbusPoller::~ModbusPoller() { Stop(); }
 
 void ModbusPoller::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("poll " + name_);
+    Run();
+  });
 }
 
 void ModbusPoller::Stop() {

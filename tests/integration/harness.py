@@ -205,11 +205,14 @@ class Agent:
     """The agent, run on `config`. A config without a [status] section gets
     one that keeps the status of this agent to itself: the socket in the
     work dir (`status_socket`) and no web page, so that tests running side by
-    side do not meet on the default port and socket."""
+    side do not meet on the default port and socket. `prefix` is a command
+    that runs the agent (as another user, say); `env` adds to its environment."""
 
-    def __init__(self, binary, config, workdir):
+    def __init__(self, binary, config, workdir, prefix=(), env=None):
         self.binary = binary
         self.config = config
+        self.prefix = list(prefix)
+        self.env = dict(os.environ, **env) if env else None
         self.log = os.path.join(workdir.path, "agent.log")
         self.status_socket = os.path.join(workdir.path, "status.sock")
         with open(config) as f:
@@ -228,8 +231,8 @@ class Agent:
     def start(self):
         self._runs_before = self.log_text().count(" running: ") if os.path.exists(self.log) else 0
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([self.binary, "run", "--config", self.config],
-                                         stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen([*self.prefix, self.binary, "run", "--config", self.config],
+                                         stdout=subprocess.DEVNULL, stderr=log, env=self.env)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None:

@@ -2,8 +2,9 @@
 (CONNECT/CONNACK, PUBLISH/PUBACK with reason codes, PINGREQ/PINGRESP,
 DISCONNECT) over plain TCP, one client at a time, and lets the test decide
 what happens to each QoS 1 PUBLISH: acknowledge it (with any reason code),
-withhold the acknowledgement, hold it back to send later in another order, or
-cut the connection before acknowledging it.
+withhold the acknowledgement, hold it back to send later in another order,
+cut the connection before acknowledging it, or fall silent on the connection
+(no acknowledgement, no PINGRESP, the connection left open).
 
 Every PUBLISH is recorded with the session it came in and what became of it,
 so that a test can compare the gateway's store with what was really
@@ -13,11 +14,14 @@ import json
 import socket
 import struct
 import threading
+import time
 
 ACK = "ack"            # ("ack", reason): send PUBACK with this reason code now
 WITHHOLD = "withhold"  # never acknowledge
 HOLD = "hold"          # keep; the policy releases held ones with release_held()
 CUT = "cut"            # close the connection without acknowledging
+SILENT = "silent"      # from this publish on, answer nothing on this connection (no PUBACK,
+                       # no PINGRESP), keep it open and keep reading: a broker hung above TCP
 
 
 def _varint(n):
@@ -114,7 +118,7 @@ class Publish:
 
 
 class ScriptedBroker:
-    """policy(publish, broker) -> ACK tuple, WITHHOLD, HOLD or CUT. The default
+    """policy(publish, broker) -> ACK tuple, WITHHOLD, HOLD, CUT or SILENT. The default
     acknowledges everything with reason 0."""
 
     def __init__(self, policy=None):
@@ -125,6 +129,8 @@ class ScriptedBroker:
         self.connects = []       # (client id, user name) per CONNECT
         self._held = []
         self._conn = None
+        self._silent_session = None
+        self.silent_since = None  # time.monotonic() when a session went silent
         self._send_lock = threading.Lock()  # the server thread and the test both send
         self._stop = False
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -231,7 +237,8 @@ class ScriptedBroker:
                 if self._on_publish(conn, head, body) == CUT:
                     return
             elif kind == 12:
-                self._send(conn, b"\xd0\x00")
+                if self._silent_session != self.sessions:
+                    self._send(conn, b"\xd0\x00")
             elif kind == 14:
                 return
 
@@ -274,7 +281,16 @@ class ScriptedBroker:
             self.publishes.append(p)
         if not qos:
             return None
+        if self._silent_session == p.session:
+            p.outcome = "withheld"
+            return None
         action = self.policy(p, self)
+        if action == SILENT:
+            p.outcome = "withheld"
+            with self.lock:
+                self._silent_session = p.session
+                self.silent_since = time.monotonic()
+            return None
         if action == CUT:
             p.outcome = "cut"
             conn.shutdown(socket.SHUT_RDWR)

@@ -1,5 +1,6 @@
-// Tests of agent/core: BoundedQueue and JsonWriter.
+// Tests of agent/core: BoundedQueue, JsonWriter and thread names.
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <bit>
 #include <chrono>
@@ -19,6 +20,7 @@
 
 #include "agent/core/bounded_queue.h"
 #include "agent/core/json_writer.h"
+#include "agent/core/thread_name.h"
 
 namespace tagrelay {
 namespace {
@@ -378,6 +380,29 @@ TEST(JsonWriterTest, IntegerExtremes) {
                   .EndArray();
             }),
             "[-9223372036854775808,9223372036854775807,18446744073709551615,0,-1,0]");
+}
+
+// ---------------------------------------------------------------------------
+// Thread names
+
+std::string NameOf(const std::function<void()>& body) {
+  std::string name;
+  std::thread t([&] {
+    body();
+    char buf[64] = {};
+    pthread_getname_np(pthread_self(), buf, sizeof buf);
+    name = buf;
+  });
+  t.join();
+  return name;
+}
+
+TEST(ThreadNameTest, AWorkerNamesItsThread) {
+  EXPECT_EQ(NameOf([] { NameThisThread("store writer"); }), "store writer");
+}
+
+TEST(ThreadNameTest, ALongNameIsCutToWhatTheKernelKeeps) {
+  EXPECT_EQ(NameOf([] { NameThisThread("poll a-long-bus-name-here"); }), "poll a-long-bus");
 }
 
 }  // namespace
