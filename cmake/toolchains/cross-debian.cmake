@@ -5,8 +5,7 @@
 #
 # The libraries and headers of the target live in the host's own tree, in the
 # multiarch directories /usr/lib/<triplet> and /usr/include/<triplet>, which the
-# cross compilers search; the cross C library is under /usr/<triplet>. Programs
-# (tests, check-config) run under qemu-user with that C library.
+# cross compilers search. Programs (tests, check-config) run under qemu-user.
 
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_C_COMPILER ${TAGRELAY_TRIPLET}-gcc)
@@ -28,5 +27,9 @@ set(CMAKE_IGNORE_PATH /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu)
 # files in /usr/lib/<triplet>/pkgconfig.
 set(PKG_CONFIG_EXECUTABLE /usr/bin/${TAGRELAY_TRIPLET}-pkg-config CACHE FILEPATH "pkg-config of the target")
 
-# ctest and gtest_discover_tests run the target's programs under qemu-user.
-set(CMAKE_CROSSCOMPILING_EMULATOR ${TAGRELAY_QEMU} -L /usr/${TAGRELAY_TRIPLET})
+# ctest and gtest_discover_tests run the target's programs under qemu-user,
+# with / as the guest's root: its dynamic loader is then the one of the
+# multiarch libc6:<arch>, the same build as the libc that the libraries are
+# found with. (The cross toolchain's copy under /usr/<triplet> is an older
+# build of glibc; its loader with the newer libc crashes at thread creation.)
+set(CMAKE_CROSSCOMPILING_EMULATOR ${TAGRELAY_QEMU} -L /)
