@@ -274,6 +274,8 @@ def run_nominal(args, work, broker, sim, pki, key_file, cgroup):
             figures["vmhwm_kib"] = proc_status(pid, "VmHWM")
             figures["vmrss_kib"] = proc_status(pid, "VmRSS")
             figures["threads"] = proc_status(pid, "Threads")
+            figures["anon_kib"] = proc_status(pid, "RssAnon")
+            figures["file_kib"] = proc_status(pid, "RssFile")
         figures["rate"] = (counter.count() - start_count) / elapsed
         figures["min_window_rate"] = min(windows) / 10 if windows else 0
         if cgroup not in (None, "systemd-run"):
@@ -350,8 +352,10 @@ def main():
             failed.append(f"the agent exited with {free['died']} without a limit")
         else:
             print(f"no limit:      peak RSS (VmHWM) {free['vmhwm_kib'] / 1024:.1f} MiB, "
-                  f"RSS at the end {free['vmrss_kib'] / 1024:.1f} MiB, {free['threads']} threads, "
-                  f"{free['rate']:.0f} readings/s arrived (nominal {nominal / 1:.0f}/s for 1s polls)")
+                  f"RSS at the end {free['vmrss_kib'] / 1024:.1f} MiB (anonymous "
+                  f"{free['anon_kib'] / 1024:.1f}, files {free['file_kib'] / 1024:.1f}), "
+                  f"{free['threads']} threads, "
+                  f"{free['rate']:.0f} readings/s arrived (nominal {nominal}/s for 1s polls)")
 
         try:
             cgroup = Cgroup.make(LIMIT)
