@@ -1305,7 +1305,7 @@ std::vector<rules::AlarmRule> ParseAlarms(Parser& p, const toml::table& root,
   }
 
   // Level alarms of one tag: limits in order, deadbands inside the band.
-  const auto* array = root.get("alarm") != nullptr ? root.get("alarm")->as_array() : nullptr;
+  const auto* array = root["alarm"].as_array();
   for (size_t i = 0; i < alarms.size(); ++i) {
     const rules::AlarmRule& a = alarms[i];
     if (!rules::IsLevel(a.kind)) continue;
@@ -1401,8 +1401,8 @@ Config Parser::Parse(const toml::table& root) {
     c.uplink.client_id = "tagrelay-" + c.gateway.id;
 
   // Cross references: names unique, devices on existing buses.
-  const auto* bus_array = root.get("bus") != nullptr ? root.get("bus")->as_array() : nullptr;
-  const auto* dev_array = root.get("device") != nullptr ? root.get("device")->as_array() : nullptr;
+  const auto* bus_array = root["bus"].as_array();
+  const auto* dev_array = root["device"].as_array();
   std::set<std::string> bus_names;
   for (size_t i = 0; i < c.buses.size(); ++i) {
     if (!c.buses[i].name.empty() && !bus_names.insert(c.buses[i].name).second) {

@@ -15,6 +15,9 @@
 //
 // --dead-unit N (repeatable) makes unit N a dead device behind a gateway: its
 // requests get no answer at all.
+//
+// --registers N (16..10000, default 16) gives each table N registers; those
+// past the ones above read 0. For large workloads (scripts/footprint).
 #include <errno.h>
 #include <modbus.h>
 #include <netinet/in.h>
@@ -61,7 +64,8 @@ void CountPoll(modbus_t* ctx, const uint8_t* query, modbus_mapping_t* map) {
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: tagrelay-modbus-sim [--host 127.0.0.1] [--port 0] [--dead-unit N]...\n");
+               "usage: tagrelay-modbus-sim [--host 127.0.0.1] [--port 0] [--registers N] "
+               "[--dead-unit N]...\n");
   return 1;
 }
 
@@ -71,12 +75,16 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int port = 0;
   std::set<int> dead_units;
+  int registers = 16;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--host" && i + 1 < argc) {
       host = argv[++i];
     } else if (a == "--port" && i + 1 < argc) {
       port = std::atoi(argv[++i]);
+    } else if (a == "--registers" && i + 1 < argc) {
+      registers = std::atoi(argv[++i]);
+      if (registers < 16 || registers > 10000) return Usage();
     } else if (a == "--dead-unit" && i + 1 < argc) {
       dead_units.insert(std::atoi(argv[++i]));
     } else {
@@ -91,7 +99,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   modbus_t* ctx = modbus_new_tcp(host.c_str(), port);
-  modbus_mapping_t* map = modbus_mapping_new(0, 0, 16, 16);
+  modbus_mapping_t* map = modbus_mapping_new(0, 0, registers, registers);
   if (ctx == nullptr || map == nullptr) {
     std::fprintf(stderr, "sim: cannot allocate: %s\n", modbus_strerror(errno));
     return 2;
