@@ -222,6 +222,7 @@ void AlarmEngine::Transition(Alarm& a, bool raise, int64_t t, std::vector<store:
   if (rule.kind != AlarmKind::kStale && rule.kind != AlarmKind::kCommLoss) e.value = a.last_value;
   if (IsLevel(rule.kind) || rule.kind == AlarmKind::kRate) e.limit = rule.limit;
   e.message = Message(a);
+  a.message = raise ? e.message : std::string();
   LogDevice(raise ? LogLevel::kWarning : LogLevel::kInfo, "alarm", rule.device,
             "alarm " + rule.id + (raise ? " raised" : " cleared") +
                 (e.message.empty() ? std::string() : ": " + e.message));
@@ -359,7 +360,7 @@ void AlarmEngine::PublishViews() {
     if (!a.active) continue;
     active.push_back(ActiveAlarm{a.rule.id, a.rule.device, a.rule.tag,
                                  std::string(AlarmKindName(a.rule.kind)), a.rule.severity,
-                                 Message(a), a.since_ms});
+                                 a.message.empty() ? Message(a) : a.message, a.since_ms});
   }
   std::vector<CounterView> counters;
   for (const Counter& c : counters_) {

@@ -82,6 +82,7 @@ class AlarmEngine final : public store::WriterObserver {
     AlarmRule rule;
     bool active = false;
     int64_t since_ms = 0;
+    std::string message;      // as raised: status shows what the operator was told
     bool raise_cond = false;  // the conditions at the last evaluation
     bool clear_cond = false;
     int64_t raise_pending = -1;  // since when raise_cond holds; -1: it does not

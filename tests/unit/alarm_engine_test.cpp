@@ -289,6 +289,20 @@ TEST_F(EngineTest, ActiveAlarmsAreVisibleWithTheirMessage) {
   EXPECT_EQ(active[0].message, "a1 on d/t: 260 V (limit 250)");
 }
 
+TEST_F(EngineTest, AnActiveAlarmKeepsTheMessageItWasRaisedWith) {
+  AlarmRule higher = Rule(AlarmKind::kHigh, 265);
+  higher.id = "a2";
+  Build({Rule(AlarmKind::kHigh, 250), higher});
+  Feed(260.0);
+  Refresh();
+  Feed(270.0);  // raises a2: the views are rebuilt while a1 stays active
+  Refresh();
+  const auto active = engine_->ActiveAlarms();
+  ASSERT_EQ(active.size(), 2u);
+  EXPECT_EQ(active[0].message, "a1 on d/t: 260 V (limit 250)") << "the value it was raised at";
+  EXPECT_EQ(active[1].message, "a2 on d/t: 270 V (limit 265)");
+}
+
 CounterRule Running() {
   CounterRule c;
   c.id = "pump-hours";
