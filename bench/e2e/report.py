@@ -1,0 +1,304 @@
+"""Renders the results of bench/e2e/run.py as docs/benchmarks.md."""
+
+
+def fmt(v, digits=1, unit=""):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        v = f"{v:,.{digits}f}"
+    else:
+        v = f"{v:,}"
+    return f"{v}{unit}"
+
+
+def pct(v):
+    return fmt(v * 100 if v is not None else None, 0, " %")
+
+
+def lost(r):
+    text = fmt(r["lost"])
+    if r.get("silent_devices"):
+        text += f" ({r['silent_devices']} device(s) delivered nothing)"
+    return text
+
+
+def verdict(ok):
+    if ok is None:
+        return "not measured"
+    return "met" if ok else "**missed**"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def goals(res):
+    rows = []
+    st = res.get("steady", {})
+    t = st.get("tagrelay")
+    if t:
+        rows.append(("CPU at the steady load (TLS, signing)", "<= 5 % of one core",
+                     fmt(t["cpu_pct"], 2, " %"),
+                     verdict(t["cpu_pct"] <= 5 if t["cpu_pct"] is not None else None)))
+        rows.append(("peak RSS at the steady load", "<= 20 MB", fmt(t["rss_peak_mb"], 1, " MB"),
+                     verdict(t["rss_peak_mb"] <= 20 if t["rss_peak_mb"] else None)))
+        rows.append(("loss at the steady load", "0", lost(t),
+                     verdict(t["lost"] == 0 and not t["silent_devices"])))
+        for peer, label, bound in (("collectd", "collectd", 0.5), ("nodered", "Node-RED", 0.1)):
+            p = st.get(peer)
+            r = ratio(t["cpu_us_per_tag"], p["cpu_us_per_tag"]) if p else None
+            rows.append((f"CPU per tag vs {label}", f"<= {bound:g} x", fmt(r, 3, " x"),
+                         verdict(r <= bound if r is not None else None)))
+    c = res.get("ceilings", {})
+    if "store_ring" in c:
+        r = ratio(*c["store_ring"])
+        rows.append(("store write vs raw SQLite batch insert (100 tags/device)", ">= 70 %", pct(r),
+                     verdict(r >= 0.7)))
+    if "drain" in c and "raw_mqtt" in c:
+        r = ratio(c["drain"][0], c["raw_mqtt"][0])
+        rows.append(("backlog drain vs raw libmosquitto QoS 1 (MB/s)", ">= 60 %", pct(r),
+                     verdict(r >= 0.6)))
+    o = res.get("outage", {}).get("tagrelay")
+    if o and "raw_mqtt" in c:
+        r = ratio(o.get("drain_mb_s"), c["raw_mqtt"][0])
+        rows.append(("end-to-end drain after the outage vs raw libmosquitto QoS 1 (MB/s)",
+                     ">= 60 %", pct(r), verdict(r >= 0.6 if r is not None else None)))
+    if "tcp" in c:
+        r = ratio(c["tcp"][1], c["tcp"][2])
+        rows.append(("TCP polling vs raw libmodbus loop", ">= 90 %", pct(r), verdict(r >= 0.9)))
+    for baud in ("19200", "115200"):
+        k = f"rtu{baud}"
+        if k in c:
+            r = ratio(c[k][1], c[k][2])
+            rows.append((f"RTU {baud} baud vs line rate", ">= 90 %", pct(r), verdict(r >= 0.9)))
+    if not rows:
+        return []
+    out = ["| goal | bound | measured | |", "| --- | --- | --- | --- |"]
+    out += [f"| {a} | {b} | {m} | {v} |" for a, b, m, v in rows]
+    return out
+
+
+NAMES = {"tagrelay": "tagrelay", "collectd": "collectd", "nodered": "Node-RED"}
+SENDS = {"tagrelay": "signed batches per device", "collectd": "one message per value",
+         "nodered": "one message per device poll"}
+
+
+def steady(res, args):
+    st = res.get("steady")
+    if not st:
+        return []
+    devices = args["ports"] * args["units"]
+    out = [f"## 1. Steady load: {devices} devices x {args['registers']} tags every "
+           f"{args['poll_ms']} ms",
+           "",
+           f"Medians of {args['runs']} runs; each run measures a {args['window']:.0f} s window "
+           f"after {args['warmup']:.0f} s of warm-up. CPU is % of one core; lost values are "
+           "summed over the runs.",
+           "",
+           "| subject | tags/s acquired | CPU | CPU per tag | peak RSS | threads | latency p50 "
+           "| latency p99 | lost | broker CPU | receiver CPU | MQTT messages | sends |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for k, r in st.items():
+        msgs = (r["messages"] or 0)
+        out.append(
+            f"| {NAMES[k]} | {fmt(r['tags_s'], 0)} | {fmt(r['cpu_pct'], 2, ' %')} | "
+            f"{fmt(r['cpu_us_per_tag'], 2, ' us')} | {fmt(r['rss_peak_mb'], 1, ' MB')} | "
+            f"{fmt(r['threads'])} | {fmt(r['p50_ms'], 0, ' ms')} | {fmt(r['p99_ms'], 0, ' ms')} | "
+            f"{lost(r)} | {fmt(r['broker_cpu_pct'], 1, ' %')} | "
+            f"{fmt(r['receiver_cpu_pct'], 1, ' %')} | {fmt(msgs)} | "
+            f"{SENDS[k]} |")
+    t = st.get("tagrelay")
+    if t:
+        out.append("")
+        for k in ("collectd", "nodered"):
+            if k in st and st[k]["cpu_us_per_tag"] and t["cpu_us_per_tag"]:
+                out.append(f"- tagrelay uses {t['cpu_us_per_tag'] / st[k]['cpu_us_per_tag']:.3f} x "
+                           f"the CPU per tag of {NAMES[k]}, and "
+                           f"{t['rss_peak_mb'] / st[k]['rss_peak_mb']:.2f} x its peak RSS.")
+        if t["rejected"] or t["seq_gaps"] or t["duplicates"]:
+            out.append(f"- tagrelay: {t['rejected']} message(s) rejected by the receiver, "
+                       f"{t['seq_gaps']} sequence gap(s), {t['duplicates']} duplicate(s).")
+        else:
+            out.append("- tagrelay: every signature verified, no sequence gap, no duplicate, no "
+                       "message rejected.")
+    return out + [""]
+
+
+def maximum(res, args):
+    m = res.get("max")
+    if not m:
+        return []
+    out = ["## 2. Highest sustainable rate (tagrelay)", "",
+           f"The poll interval of all {args['ports'] * args['units']} devices steps down "
+           f"({', '.join(str(x) for x in args['ramp'])} ms); a step fails at the first lost "
+           f"value, when less than 95 % of the target is acquired, when the receiver has not "
+           f"caught up {args['settle']:.0f} s after the window, or when p99 latency exceeds "
+           f"{args['max_p99_ms']:.0f} ms. {args['ramp_window']:.0f} s per step; "
+           f"{m['runs']} run(s).", "",
+           f"**Highest sustained: {fmt(m['max_tags_s'], 0)} tags/s** (median), at "
+           f"{fmt(m['cpu_pct_at_max'], 1, ' %')} CPU and {fmt(m['rss_at_max'], 1, ' MB')} peak "
+           f"RSS; the fleet simulator used {fmt(m['sim_cpu_at_max'], 1, ' %')} of a core.", "",
+           "| poll | target tags/s | acquired tags/s | CPU | peak RSS | sim CPU | receiver CPU "
+           "| broker CPU | p50 | p99 | lost | limited by |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s in m["steps"]:
+        out.append(f"| {s['poll_ms']} ms | {fmt(s['target_tags_s'], 0)} | {fmt(s['tags_s'], 0)} | "
+                   f"{fmt(s['cpu_pct'], 1, ' %')} | {fmt(s['rss_peak_mb'], 1, ' MB')} | "
+                   f"{fmt(s['sim_cpu_pct'], 1, ' %')} | {fmt(s['receiver_cpu_pct'], 1, ' %')} | "
+                   f"{fmt(s['broker_cpu_pct'], 1, ' %')} | {fmt(s['p50_ms'], 0, ' ms')} | "
+                   f"{fmt(s['p99_ms'], 0, ' ms')} | {lost(s)} | "
+                   f"{s.get('limited_by') or 'sustained'} |")
+    return out + ["", "collectd and Node-RED: not measured in this scenario.", ""]
+
+
+def outage(res, args):
+    o = res.get("outage")
+    if not o:
+        return []
+    out = ["## 3. Broker outage and drain", "",
+           f"The broker is stopped for {args['outage']:.0f} s at the steady load, then started "
+           f"again; the drain is the time from the broker's return until the receiver holds "
+           f"every value acquired during the outage (of which the reconnect is the time to the "
+           f"first message, set by the subject's own reconnect backoff; MB/s and readings/s "
+           f"are over the rest). The store's bound is sized from a measured "
+           f"{fmt(o.get('bytes_per_reading'), 1)} bytes per reading on disk: max_bytes = "
+           f"{o.get('max_bytes_mib')}MiB. The peers get a {min(args['outage'], args['peer_outage']):.0f} s outage "
+           f"(they are not sized for longer ones).", "",
+           "| subject | outage | readings acquired in the outage | drain time | of which "
+           "reconnect | drain MB/s | drain readings/s | live p50 during drain | live p99 during "
+           "drain | lost | CPU in outage | CPU in drain | receiver CPU in drain | peak RSS "
+           "| store size |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+           "| --- |"]
+    for k in ("tagrelay", "collectd", "nodered"):
+        r = o.get(k)
+        if not r:
+            continue
+        if r["lost"] or r["silent_devices"]:
+            drained = "n/a: values lost"
+        elif r["drain_s"] is None:
+            drained = "not within the timeout"
+        else:
+            drained = fmt(r["drain_s"], 1, " s")
+        out.append(
+            f"| {NAMES[k]} | {fmt(r['outage_s'], 0, ' s')} | {fmt(r['backlog_readings'])} | "
+            f"{drained} | {fmt(r.get('reconnect_s'), 1, ' s')} | {fmt(r['drain_mb_s'], 2)} | {fmt(r['drain_readings_s'], 0)} | "
+            f"{fmt(r['live_p50_ms_during_drain'], 0, ' ms')} | "
+            f"{fmt(r['live_p99_ms_during_drain'], 0, ' ms')} | {lost(r)} | "
+            f"{fmt(r['cpu_pct_outage'], 2, ' %')} | {fmt(r['cpu_pct_drain'], 2, ' %')} | "
+            f"{fmt(r.get('receiver_cpu_pct_drain'), 1, ' %')} | "
+            f"{fmt(r['rss_peak_mb'], 1, ' MB')} | "
+            f"{fmt(r.get('store_mb_at_end_of_outage'), 1, ' MB') if k == 'tagrelay' else 'no store'} |")
+    out.append("")
+    for k in ("collectd", "nodered"):
+        r = o.get(k)
+        if r and r["lost"]:
+            out.append(f"- {NAMES[k]} has no offline buffer that carries it through this "
+                       f"outage: {r['lost']:,} values never arrived ({r['backlog_readings']:,} "
+                       f"were acquired during the outage; the rest of the loss falls in its "
+                       f"reconnect).")
+        elif r:
+            out.append(f"- {NAMES[k]} lost nothing in this outage.")
+    return out + [""]
+
+
+def ceilings(res, args):
+    c = res.get("ceilings")
+    if not c:
+        return []
+    out = ["## 4. Components against same-run ceilings, and the RTU line", "",
+           f"Each figure is the median of {c['runs']} run(s) of the component benchmarks in "
+           "bench/ (each of which already takes the best or median of several rounds).", "",
+           "| component | tagrelay | ceiling | ratio |", "| --- | --- | --- | --- |"]
+    if "store_ring" in c:
+        a, b = c["store_ring"]
+        out.append(f"| store group write, 100 tags/device | {fmt(a, 0)} readings/s | raw SQLite "
+                   f"batch insert {fmt(b, 0)} readings/s | {pct(a / b)} |")
+    if "store_ring10" in c:
+        a, b = c["store_ring10"]
+        out.append(f"| store group write, 10 tags/device | {fmt(a, 0)} readings/s | raw SQLite "
+                   f"batch insert {fmt(b, 0)} readings/s | {pct(a / b)} |")
+    if "drain" in c and "raw_mqtt" in c:
+        a, b = c["drain"][0], c["raw_mqtt"][0]
+        out.append(f"| backlog drain, TLS, batches of 500 | {fmt(a, 1)} MB/s | raw libmosquitto "
+                   f"QoS 1, same payloads {fmt(b, 1)} MB/s | {pct(a / b)} |")
+    if "tcp" in c:
+        n, a, b = c["tcp"]
+        out.append(f"| Modbus TCP poller, {n:.0f} registers per poll | {fmt(a, 0)} polls/s | raw "
+                   f"libmodbus read loop {fmt(b, 0)} req/s | {pct(a / b)} |")
+    for baud in ("19200", "115200"):
+        k = f"rtu{baud}"
+        if k in c:
+            n, a, b = c[k]
+            out.append(f"| RTU {baud} baud (socat pty pair, wire-timed slave), {n:.0f} registers "
+                       f"| {fmt(a, 1)} tx/s | line rate {fmt(b, 1)} tx/s | {pct(a / b)} |")
+    if "wire" in c:
+        out.append(f"\nBytes per reading in a telemetry batch: {c['wire'][0]:.1f}.")
+    return out + [""]
+
+
+METHOD = """## Method
+
+- **Fleet simulator** (bench/e2e/fleet_sim.cpp): one process, one thread (epoll),
+  one listening port per device on 127.0.0.1, as a plant's PLCs each have their own
+  IP endpoint. Every read of a register advances its value by one, so values change
+  on every poll and each value identifies one read. tagrelay runs one poller thread
+  per endpoint; collectd runs its read threads over the hosts; Node-RED runs one
+  client per endpoint on its event loop. All three poll the same registers of the
+  same endpoints at the same interval. (`--units U` puts U devices behind each port
+  instead, as behind a Modbus gateway.)
+- **Broker**: a local mosquitto with TLS (a private CA), a password file and an ACL;
+  each subject publishes over TLS with QoS 1 as its own user. The receiver reads
+  from a second, plain listener on loopback so that its own cost stays small.
+- **tagrelay** runs with its defaults (batch_linger 1s, batch_max_readings 500,
+  max_inflight 20, sync normal), TLS, a gateway API key and a signing key per
+  device. **collectd** (Debian's collectd-core): the modbus plugin with one `<Data>`
+  block per register (it reads one register per request) and the mqtt plugin with
+  QoS 1 and TLS (one message per value, payload `time:value`). **Node-RED**:
+  node-red-contrib-modbus `modbus-read` of the whole block per device, a function
+  node adding the timestamp, one `mqtt out` node with QoS 1 and TLS. Their configs
+  are generated by bench/e2e/subjects.py.
+- **Receiver** (bench/e2e/receiver.py): verifies every signature of tagrelay's
+  messages, validates one in `--schema-every` against the JSON Schema (with the
+  reference receiver's own functions), counts duplicates and sequence gaps, and for
+  every subject accounts for each value: the values of a register must be
+  consecutive, from the first one received up to the simulator's counter at the
+  end of the window; whatever is missing is lost. Latency is the arrival time
+  minus the value's acquisition timestamp (tagrelay: `ts`; collectd: its value
+  time; Node-RED: the time its function node ran).
+- **CPU** is utime + stime of the subject's process (all threads) from
+  /proc/PID/stat over the window, as % of one core; **CPU per tag** divides it by
+  the tags the simulator served in the window. **Peak RSS** is VmHWM at the end of
+  the window. The broker's and the simulator's CPU are reported apart.
+- **Outage**: the store's bytes per reading are measured first (the store's growth
+  on disk over `--bpr-window` s with the broker down), and max_bytes is set to 1.5 x
+  what the outage needs. The broker is stopped with SIGTERM and started again on
+  the same port.
+- **Ceilings**: bench/store_bench.cpp (raw SQLite inserting the same rows into the
+  same schema, same settings), bench/modbus_bench.cpp (a raw libmodbus
+  read loop of the same register count; the RTU line's theoretical rate),
+  bench/uplink_drain_bench.cpp via bench/uplink_bench.py (a raw libmosquitto QoS 1
+  publish loop of the same payloads and inflight window over TLS).
+- Everything runs on the same machine at the same time as the subject: the
+  simulator, the broker and the receiver share its cores.
+"""
+
+
+def render(res):
+    args = res["args"]
+    m = res["machine"]
+    lines = ["# Benchmarks", "",
+             "Generated by `bench/run` (bench/e2e/run.py); do not edit by hand: rerun it.", ""]
+    if args.get("note"):
+        lines += [f"> {args['note']}", ""]
+    lines += [f"Run {res['started']} .. {res['finished']} on {m['cpu']}, {m['cores']} cores, "
+              f"{m['memory_mib']:,} MiB, {m['os']}, Linux {m['kernel']}.", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
+              "Rerun: `bench/run` (everything, about two hours with the one-hour outage); "
+              "`bench/run --help` lists the knobs, e.g. `bench/run --outage 300 --runs 3`.", ""]
+    g = goals(res)
+    if g:
+        lines += ["## Goals (ratios from the same run)", ""] + g + [""]
+    lines += steady(res, args) + maximum(res, args) + outage(res, args) + ceilings(res, args)
+    lines += [METHOD]
+    return "\n".join(lines)
