@@ -175,7 +175,7 @@ class BenchReceiver:
         doc = json.loads(payload)
         with self.lock:
             self._telemetry += 1
-            check = self._telemetry % self.schema_every == 1
+            check = (self._telemetry - 1) % self.schema_every == 0
         if check:
             errors = list(self.validators["telemetry"].iter_errors(doc))
             if errors:

@@ -234,6 +234,12 @@ def ceilings(res, args):
                        f"| {fmt(a, 1)} tx/s | line rate {fmt(b, 1)} tx/s | {pct(a / b)} |")
     if "wire" in c:
         out.append(f"\nBytes per reading in a telemetry batch: {c['wire'][0]:.1f}.")
+    if c.get("micro"):
+        out += ["", "Micro benchmarks (bench/micro_bench.cpp, Google Benchmark, median of 3):", "",
+                "| benchmark | time | items/s |", "| --- | --- | --- |"]
+        for b in c["micro"]:
+            out.append(f"| {b['name']} | {fmt(b['ns'], 0, ' ns')} | {fmt(b['items_s'], 0)} |")
+        out.append("\nRule evaluation: not measured yet (the agent has no rules engine yet).")
     return out + [""]
 
 

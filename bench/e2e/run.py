@@ -552,7 +552,22 @@ def scenario_ceilings(bench, args):
         if rows:
             out[k] = [statistics.median(col) for col in zip(*rows)]
     out["runs"] = args.ceiling_runs
+    out["micro"] = micro(bench)
     return out
+
+
+def micro(bench):
+    """The Google Benchmark micro benchmarks: ns per iteration, items/s."""
+    text = run_tool([bench.bins["micro_bench"], "--benchmark_format=json",
+                     "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true"], 600)
+    try:
+        doc = json.loads(text[text.index("{"):])
+    except ValueError:
+        log("  micro benchmarks: no JSON in the output")
+        return []
+    return [{"name": b["run_name"], "ns": b["real_time"], "cpu_ns": b["cpu_time"],
+             "items_s": b.get("items_per_second")}
+            for b in doc.get("benchmarks", []) if b.get("aggregate_name") == "median"]
 
 
 # --- main ---------------------------------------------------------------------
@@ -663,13 +678,14 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    b = args.build
+    b = os.path.abspath(args.build)
     bins = {
         "tagrelay": os.path.join(b, "agent", "tagrelay"),
         "fleet": os.path.join(b, "bench", "tagrelay-fleet-sim"),
         "store_bench": os.path.join(b, "bench", "tagrelay_store_bench"),
         "modbus_bench": os.path.join(b, "bench", "tagrelay_modbus_bench"),
         "uplink_bench": os.path.join(b, "bench", "tagrelay_uplink_bench"),
+        "micro_bench": os.path.join(b, "bench", "tagrelay_micro_bench"),
         "collectd": shutil.which("collectd") or "/usr/sbin/collectd",
         "node": shutil.which("node") or "node",
     }
