@@ -73,22 +73,39 @@ def status_kib(pid, key):
     return None
 
 
+def machine_busy_seconds():
+    """CPU seconds all cores spent busy since boot (/proc/stat), all processes."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 class CpuMeter:
-    """CPU of several processes between two points in time, as % of one core."""
+    """CPU of several processes between two points in time, as % of one core,
+    and under "machine" the whole machine's busy time in the same unit."""
 
     def __init__(self, pids):
         self.pids = {k: v for k, v in pids.items() if v}
         self.t0 = time.monotonic()
+        self.m0 = machine_busy_seconds()
         self.c0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
 
     def read(self):
         dt = time.monotonic() - self.t0
-        out = {}
+        out = {"machine": {"cpu_s": machine_busy_seconds() - self.m0}}
+        out["machine"]["pct"] = 100.0 * out["machine"]["cpu_s"] / dt
         for k, p in self.pids.items():
             c1 = cpu_seconds(p)
             if c1 is not None and self.c0[k] is not None:
                 out[k] = {"cpu_s": c1 - self.c0[k], "pct": 100.0 * (c1 - self.c0[k]) / dt}
         return dt, out
+
+
+def other_load_pct(cpu):
+    """% of one core that processes outside the bench used (other work on the machine)."""
+    ours = sum(v["pct"] for k, v in cpu.items() if k != "machine")
+    return max(cpu["machine"]["pct"] - ours, 0.0)
 
 
 # --- the fleet simulator ----------------------------------------------------
@@ -267,6 +284,7 @@ def measure(bench, subject, fleet, poll_ms, warmup, window, settle):
             "broker_cpu_pct": cpu.get("broker", {}).get("pct"),
             "sim_cpu_pct": cpu.get("sim", {}).get("pct"),
             "receiver_cpu_pct": cpu.get("receiver", {}).get("pct"),
+            "other_load_pct": other_load_pct(cpu),
             "rss_peak_mb": hwm / 1024.0 if hwm else None, "threads": threads,
             "p50_ms": r.live.percentile(50), "p99_ms": r.live.percentile(99),
             "lag_s": lag, "lost": lost, "lost_interior": interior, "lost_tail": tail, "silent_devices": len(silent),
@@ -329,15 +347,21 @@ def scenario_steady(bench, args):
             try:
                 r = measure(bench, make_subject(bench, name), fleet, args.poll_ms, args.warmup,
                             args.window, args.settle)
+            except RuntimeError as e:  # a subject that does not start: say so, go on
+                log(f"  steady {name} run {i + 1}: {e}")
+                results.setdefault("failed", {})[name] = str(e).splitlines()[0]
+                break
             finally:
                 fleet.stop()
             log(f"  steady {name} run {i + 1}/{args.runs}: {r['tags_s']:.0f} tags/s, "
                 f"cpu {r['cpu_pct']:.2f} %, rss {r['rss_peak_mb'] or 0:.1f} MB, "
                 f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, lost {r['lost']} "
                 f"({r['lost_interior']} between values received, {r['lost_tail']} at the end), "
-                f"caught up {r['lag_s']} s, receiver cpu {r['receiver_cpu_pct']:.1f} %")
+                f"caught up {r['lag_s']} s, receiver cpu {r['receiver_cpu_pct']:.1f} %, "
+                f"other load {r['other_load_pct']:.0f} %")
             runs.append(r)
-        results[name] = summarize(runs)
+        if runs:
+            results[name] = summarize(runs)
     return results
 
 
@@ -368,6 +392,7 @@ def scenario_max(bench, args):
             log(f"  max run {i + 1}: poll {poll_ms} ms -> {r['tags_s']:.0f} tags/s, "
                 f"cpu {r['cpu_pct']:.1f} %, sim {r['sim_cpu_pct']:.1f} %, "
                 f"receiver {r['receiver_cpu_pct']:.1f} %, broker {r['broker_cpu_pct']:.1f} %, "
+                f"other load {r['other_load_pct']:.0f} %, "
                 f"p99 {r['p99_ms']} ms"
                 f"{', FAILS: ' + r['limited_by'] if why else ''}")
             if why:
@@ -453,6 +478,7 @@ def outage_run(bench, subject, fleet, args, outage_s):
             "cpu_pct_outage": cpu_outage.get("subject", {}).get("pct"),
             "cpu_pct_drain": cpu_drain.get("subject", {}).get("pct"),
             "receiver_cpu_pct_drain": cpu_drain.get("receiver", {}).get("pct"),
+            "other_load_pct_drain": other_load_pct(cpu_drain),
             "broker_cpu_pct_drain": cpu_drain.get("broker", {}).get("pct"),
             "rss_peak_mb": (status_kib(subject.pid, "VmHWM") or 0) / 1024.0,
             "rss_peak_outage_mb": (hwm_outage or 0) / 1024.0,
@@ -482,6 +508,13 @@ def scenario_outage(bench, args):
         f"for a {args.outage:.0f} s outage")
     out["bytes_per_reading"] = bpr
     out["max_bytes_mib"] = max_bytes
+    free = shutil.disk_usage(bench.work.path).free
+    if free < max_bytes * (1 << 20) * 1.1:
+        out["skipped"] = (f"the store needs {max_bytes}MiB for this outage and "
+                          f"{bench.work.path} has {free >> 20}MiB free: set TMPDIR to a "
+                          f"bigger disk or shorten --outage")
+        log(f"  scenario 3 skipped: {out['skipped']}")
+        return out
     runs = []
     for i in range(args.outage_runs):
         fleet = Fleet(bench.bins["fleet"], args.ports, args.units, args.registers)
@@ -676,6 +709,19 @@ def parse_args(argv):
     return args
 
 
+def rerun_command(argv):
+    """The bench/run command line of this run, without the paths bench/run adds."""
+    out, skip = ["bench/run"], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--build", "--node-red-dir"):
+            skip = True
+        elif not a.startswith(("--build=", "--node-red-dir=")):
+            out.append(a)
+    return " ".join(out)
+
+
 def main(argv=None):
     args = parse_args(argv)
     b = os.path.abspath(args.build)
@@ -704,6 +750,7 @@ def main(argv=None):
         timespec="seconds"), "machine": machine(), "versions": versions(bins, args.node_red_dir),
         "args": {k: v for k, v in vars(args).items() if k not in ("devices_list",)}}
     results["args"]["scenarios"] = sorted(args.scenarios)
+    results["command"] = rerun_command(argv if argv is not None else sys.argv[1:])
     bench = Bench(args, bins)
     try:
         bench.start()
