@@ -168,7 +168,8 @@ class BenchReceiver:
         if keys:
             key = keys.get(props.get("kid"))
             sig = props.get("sig")
-            if key is None or sig is None or reference_receiver.signature(key, topic, payload) != sig:
+            if (key is None or sig is None
+                    or reference_receiver.signature(key, topic, payload) != sig):
                 with self.lock:
                     self.rejected.append((topic, "bad or missing signature"))
                 return

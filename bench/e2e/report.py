@@ -96,7 +96,8 @@ def steady(res, args):
            "summed over the runs.",
            "",
            "| subject | tags/s acquired | CPU | CPU per tag | peak RSS | threads | latency p50 "
-           "| latency p99 | lost | broker CPU | receiver CPU | other load | MQTT messages | sends |",
+           "| latency p99 | lost | broker CPU | receiver CPU | other load | MQTT messages "
+           "| sends |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for k, r in st.items():
         if k == "failed":
@@ -150,7 +151,8 @@ def maximum(res, args):
         out.append(f"| {s['poll_ms']} ms | {fmt(s['target_tags_s'], 0)} | {fmt(s['tags_s'], 0)} | "
                    f"{fmt(s['cpu_pct'], 1, ' %')} | {fmt(s['rss_peak_mb'], 1, ' MB')} | "
                    f"{fmt(s['sim_cpu_pct'], 1, ' %')} | {fmt(s['receiver_cpu_pct'], 1, ' %')} | "
-                   f"{fmt(s['broker_cpu_pct'], 1, ' %')} | {fmt(s.get('other_load_pct'), 0, ' %')} | "
+                   f"{fmt(s['broker_cpu_pct'], 1, ' %')} | "
+                   f"{fmt(s.get('other_load_pct'), 0, ' %')} | "
                    f"{fmt(s['p50_ms'], 0, ' ms')} | "
                    f"{fmt(s['p99_ms'], 0, ' ms')} | {lost(s)} | "
                    f"{s.get('limited_by') or 'sustained'} |")
@@ -170,7 +172,8 @@ def outage(res, args):
            f"first message, set by the subject's own reconnect backoff; MB/s and readings/s "
            f"are over the rest). The store's bound is sized from a measured "
            f"{fmt(o.get('bytes_per_reading'), 1)} bytes per reading on disk: max_bytes = "
-           f"{o.get('max_bytes_mib')}MiB. The peers get a {min(args['outage'], args['peer_outage']):.0f} s outage "
+           f"{o.get('max_bytes_mib')}MiB. The peers get a "
+           f"{min(args['outage'], args['peer_outage']):.0f} s outage "
            f"(they are not sized for longer ones).", "",
            "| subject | outage | readings acquired in the outage | drain time | of which "
            "reconnect | drain MB/s | drain readings/s | live p50 during drain | live p99 during "
@@ -182,6 +185,8 @@ def outage(res, args):
         r = o.get(k)
         if not r:
             continue
+        store = (fmt(r.get("store_mb_at_end_of_outage"), 1, " MB") if k == "tagrelay"
+                 else "no store")
         if r["lost"] or r["silent_devices"]:
             drained = "n/a: values lost"
         elif r["drain_s"] is None:
@@ -190,13 +195,14 @@ def outage(res, args):
             drained = fmt(r["drain_s"], 1, " s")
         out.append(
             f"| {NAMES[k]} | {fmt(r['outage_s'], 0, ' s')} | {fmt(r['backlog_readings'])} | "
-            f"{drained} | {fmt(r.get('reconnect_s'), 1, ' s')} | {fmt(r['drain_mb_s'], 2)} | {fmt(r['drain_readings_s'], 0)} | "
+            f"{drained} | {fmt(r.get('reconnect_s'), 1, ' s')} | {fmt(r['drain_mb_s'], 2)} | "
+            f"{fmt(r['drain_readings_s'], 0)} | "
             f"{fmt(r['live_p50_ms_during_drain'], 0, ' ms')} | "
             f"{fmt(r['live_p99_ms_during_drain'], 0, ' ms')} | {lost(r)} | "
             f"{fmt(r['cpu_pct_outage'], 2, ' %')} | {fmt(r['cpu_pct_drain'], 2, ' %')} | "
             f"{fmt(r.get('receiver_cpu_pct_drain'), 1, ' %')} | "
             f"{fmt(r['rss_peak_mb'], 1, ' MB')} | "
-            f"{fmt(r.get('store_mb_at_end_of_outage'), 1, ' MB') if k == 'tagrelay' else 'no store'} |")
+            f"{store} |")
     out.append("")
     for k in ("collectd", "nodered"):
         r = o.get(k)

@@ -287,7 +287,8 @@ def measure(bench, subject, fleet, poll_ms, warmup, window, settle):
             "other_load_pct": other_load_pct(cpu),
             "rss_peak_mb": hwm / 1024.0 if hwm else None, "threads": threads,
             "p50_ms": r.live.percentile(50), "p99_ms": r.live.percentile(99),
-            "lag_s": lag, "lost": lost, "lost_interior": interior, "lost_tail": tail, "silent_devices": len(silent),
+            "lag_s": lag, "lost": lost, "lost_interior": interior, "lost_tail": tail,
+            "silent_devices": len(silent),
             "rejected": len(r.rejected), "duplicates": r.duplicates,
             "seq_gaps": r.seq_gaps(), "messages": r.messages, "values": r.values,
         }
@@ -670,6 +671,8 @@ def parse_args(argv):
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"),
                    help="the report to write ('-' for none)")
     p.add_argument("--json", help="also write every figure as JSON here")
+    p.add_argument("--render", metavar="JSON",
+                   help="run nothing: write the report of a run saved with --json")
     p.add_argument("--scenarios", default="1,2,3,4", help="comma list of 1,2,3,4")
     p.add_argument("--subjects", default="tagrelay,collectd,nodered")
     p.add_argument("--runs", type=int, default=5, help="runs per figure (medians)")
@@ -722,8 +725,21 @@ def rerun_command(argv):
     return " ".join(out)
 
 
+def write_report(results, out):
+    text = report.render(results)
+    print(text)
+    if out != "-":
+        with open(out, "w") as f:
+            f.write(text)
+        log(f"wrote {out}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            write_report(json.load(f), args.out)
+        return 0
     b = os.path.abspath(args.build)
     bins = {
         "tagrelay": os.path.join(b, "agent", "tagrelay"),
@@ -770,15 +786,10 @@ def main(argv=None):
         bench.close()
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds")
-    text = report.render(results)
-    print(text)
-    if args.out != "-":
-        with open(args.out, "w") as f:
-            f.write(text)
-        log(f"wrote {args.out}")
-    if args.json:
+    if args.json:  # first: a report that fails to render can be rendered again
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=str)
+    write_report(results, args.out)
     return 0
 
 
