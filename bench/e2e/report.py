@@ -16,7 +16,14 @@ def pct(v):
 
 
 def lost(r):
-    text = fmt(r["lost"])
+    """Lost values; with the split, those still missing after the settle time
+    behind the last value received are shown as late (lag), not as lost."""
+    if "lost_tail" in r:
+        text = fmt(r["lost_interior"])
+        if r["lost_tail"]:
+            text += f" (+{r['lost_tail']:,} late)"
+    else:
+        text = fmt(r["lost"])
     if r.get("silent_devices"):
         text += f" ({r['silent_devices']} device(s) delivered nothing)"
     return text
@@ -93,7 +100,9 @@ def steady(res, args):
            "",
            f"Medians of {args['runs']} runs; each run measures a {args['window']:.0f} s window "
            f"after {args['warmup']:.0f} s of warm-up. CPU is % of one core; lost values are "
-           "summed over the runs.",
+           "summed over the runs: a value is lost when a later value of its register arrived "
+           "and it did not, and late when it had still not arrived "
+           f"{args['settle']:.0f} s after the window (the subject lags).",
            "",
            "| subject | tags/s acquired | CPU | CPU per tag | peak RSS | threads | latency p50 "
            "| latency p99 | lost | broker CPU | receiver CPU | other load | MQTT messages "
@@ -144,11 +153,16 @@ def maximum(res, args):
            f"**Highest sustained: {fmt(m['max_tags_s'], 0)} tags/s** (median), at "
            f"{fmt(m['cpu_pct_at_max'], 1, ' %')} CPU and {fmt(m['rss_at_max'], 1, ' MB')} peak "
            f"RSS; the fleet simulator used {fmt(m['sim_cpu_at_max'], 1, ' %')} of a core.", "",
-           "| poll | target tags/s | acquired tags/s | CPU | peak RSS | sim CPU | receiver CPU "
-           "| broker CPU | other load | p50 | p99 | lost | limited by |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| run | poll | target tags/s | acquired tags/s | CPU | peak RSS | sim CPU "
+           "| receiver CPU | broker CPU | other load | p50 | p99 | lost | limited by |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    run, previous = 0, None
     for s in m["steps"]:
-        out.append(f"| {s['poll_ms']} ms | {fmt(s['target_tags_s'], 0)} | {fmt(s['tags_s'], 0)} | "
+        if previous is None or s["poll_ms"] >= previous:  # the ramp starts again: a new run
+            run += 1
+        previous = s["poll_ms"]
+        out.append(f"| {s.get('run', run)} | {s['poll_ms']} ms | {fmt(s['target_tags_s'], 0)} | "
+                   f"{fmt(s['tags_s'], 0)} | "
                    f"{fmt(s['cpu_pct'], 1, ' %')} | {fmt(s['rss_peak_mb'], 1, ' MB')} | "
                    f"{fmt(s['sim_cpu_pct'], 1, ' %')} | {fmt(s['receiver_cpu_pct'], 1, ' %')} | "
                    f"{fmt(s['broker_cpu_pct'], 1, ' %')} | "
@@ -204,6 +218,9 @@ def outage(res, args):
             f"{fmt(r['rss_peak_mb'], 1, ' MB')} | "
             f"{store} |")
     out.append("")
+    t = o.get("tagrelay", {})
+    if t.get("lost") and t.get("subject_says"):
+        out.append(f"- tagrelay's log on its loss: {t['subject_says']}")
     for k in ("collectd", "nodered"):
         r = o.get(k)
         if r and r["lost"]:
@@ -294,7 +311,7 @@ METHOD = """## Method
   the tags the simulator served in the window. **Peak RSS** is VmHWM at the end of
   the window. The broker's and the simulator's CPU are reported apart.
 - **Outage**: the store's bytes per reading are measured first (the store's growth
-  on disk over `--bpr-window` s with the broker down), and max_bytes is set to 1.5 x
+  on disk over `--bpr-window` s with the broker down), and max_bytes is set to 2.5 x
   what the outage needs. The broker is stopped with SIGTERM and started again on
   the same port.
 - **Ceilings**: bench/store_bench.cpp (raw SQLite inserting the same rows into the

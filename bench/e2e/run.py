@@ -389,6 +389,7 @@ def scenario_max(bench, args):
             if r["p99_ms"] is None or r["p99_ms"] > args.max_p99_ms:
                 why.append(f"p99 latency {r['p99_ms']} ms")
             r["limited_by"] = "; ".join(why)
+            r["run"] = i + 1
             steps_seen.append(r)
             log(f"  max run {i + 1}: poll {poll_ms} ms -> {r['tags_s']:.0f} tags/s, "
                 f"cpu {r['cpu_pct']:.1f} %, sim {r['sim_cpu_pct']:.1f} %, "
@@ -438,6 +439,7 @@ def outage_run(bench, subject, fleet, args, outage_s):
     """Steady, broker stopped for outage_s, broker back: the drain."""
     r = bench.receiver
     start_subject(bench, subject, fleet, args.poll_ms)
+    res = None
     try:
         time.sleep(args.warmup)
         meter = CpuMeter({"subject": subject.pid})
@@ -497,13 +499,18 @@ def outage_run(bench, subject, fleet, args, outage_s):
         return res
     finally:
         subject.stop()
+        if res is not None:
+            res["subject_says"] = loss_lines(subject)
+            if res["subject_says"]:
+                log(f"  {subject.name}'s log: {res['subject_says']}")
 
 
 def scenario_outage(bench, args):
     out = {}
     bpr = measure_bytes_per_reading(bench, args)
     rate = len(args.devices_list) * args.registers * 1000.0 / args.poll_ms
-    need = bpr * rate * (args.outage + args.warmup + 60) * 1.5 if bpr else 1 << 30
+    # The file grows faster than linearly at first (indexes, free pages): 2.5 x.
+    need = bpr * rate * (args.outage + args.warmup + 60) * 2.5 if bpr else 1 << 30
     max_bytes = max(int(need) // (1 << 20) + 16, 32)
     log(f"  store: {bpr:.1f} bytes per reading on disk -> max_bytes {max_bytes}MiB "
         f"for a {args.outage:.0f} s outage")
@@ -694,7 +701,7 @@ def parse_args(argv):
     p.add_argument("--outage-runs", type=int, default=1)
     p.add_argument("--peer-outage", type=float, default=120.0,
                    help="scenario 3: the peers' outage, at most --outage")
-    p.add_argument("--bpr-window", type=float, default=20.0,
+    p.add_argument("--bpr-window", type=float, default=60.0,
                    help="scenario 3: seconds of outage to measure the store's bytes per reading")
     p.add_argument("--drain-timeout-factor", type=float, default=2.0)
     p.add_argument("--ceiling-runs", type=int, help="default: --runs")
@@ -713,14 +720,16 @@ def parse_args(argv):
 
 
 def rerun_command(argv):
-    """The bench/run command line of this run, without the paths bench/run adds."""
+    """The bench/run command line of this run, less what only names paths or
+    words of the report (they change no figure)."""
+    dropped = ("--build", "--node-red-dir", "--json", "--note", "--out")
     out, skip = ["bench/run"], False
     for a in argv:
         if skip:
             skip = False
-        elif a in ("--build", "--node-red-dir"):
+        elif a in dropped:
             skip = True
-        elif not a.startswith(("--build=", "--node-red-dir=")):
+        elif not a.startswith(tuple(d + "=" for d in dropped)):
             out.append(a)
     return " ".join(out)
 
