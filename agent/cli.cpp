@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -11,7 +12,8 @@
 
 #include "agent/config.h"
 #include "agent/core/log.h"
-#include "agent/supervisor.h"
+#include "agent/service.h"
+#include "agent/status/status_server.h"
 #include "agent/version.h"
 #include "drivers/modbus/libmodbus_transport.h"
 #include "drivers/modbus/low_fd.h"
@@ -39,14 +41,20 @@ constexpr const char* kUsage =
     "        [--baud 19200] [--parity even] [--data-bits 8] [--stop-bits 1]\n"
     "        [--timeout 1s] [--retries 1]\n"
     "                                 read registers without a config\n"
+    "  status [--json] [--socket PATH]\n"
+    "                                 the running agent's status (devices, backlog, uplink)\n"
     "  version                        print the version\n"
     "\n"
     "The default config is /etc/tagrelay/tagrelay.toml.\n";
+
+constexpr const char* kDefaultSocket = "/run/tagrelay/status.sock";
 
 struct Args {
   std::string command;
   std::string config = kDefaultConfig;
   bool config_reference = false;
+  bool json = false;
+  std::string socket = kDefaultSocket;
 };
 
 bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
@@ -67,6 +75,10 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
       args->config = std::string(a.substr(9));
     } else if (a == "--reference" && args->command == "check-config") {
       args->config_reference = true;
+    } else if (a == "--json" && args->command == "status") {
+      args->json = true;
+    } else if (a == "--socket" && args->command == "status" && i + 1 < argc) {
+      args->socket = argv[++i];
     } else {
       *error = "unknown option '" + std::string(a) + "' for '" + args->command + "'";
       return false;
@@ -99,40 +111,17 @@ int CheckConfig(const Args& args) {
   return kExitOk;
 }
 
-int Run(const Args& args) {
-  // Block the stop signals first: a stop that arrives while starting waits in
-  // sigtimedwait below instead of killing the process half-started, and no
-  // worker thread (they inherit the mask) ever receives one.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  std::optional<Config> config = LoadOrReport(args.config);
-  if (!config) return kExitBadInput;
-
-  Supervisor supervisor(std::move(*config), RealClock());
-  Status s = supervisor.Start();
-  if (!s.ok()) {
-    Log(LogLevel::kError, "agent", "cannot start: " + s.ToString());
+int ShowStatus(const Args& args) {
+  Result<std::string> body = status::FetchStatus(
+      args.socket, args.json ? "/status.json" : "/status.txt", std::chrono::seconds(5));
+  if (!body.ok()) {
+    std::fprintf(stderr,
+                 "tagrelay status: %s\n(is the agent running? `systemctl status tagrelay`; its "
+                 "socket is [status] socket in the config, default %s)\n",
+                 body.status().message().c_str(), kDefaultSocket);
     return kExitRuntime;
   }
-  for (;;) {
-    const timespec tick{1, 0};
-    const int sig = sigtimedwait(&signals, nullptr, &tick);
-    if (sig == SIGINT || sig == SIGTERM) {
-      Log(LogLevel::kInfo, "agent", std::string("stopping on ") + strsignal(sig));
-      break;
-    }
-    if (sig == SIGHUP) {
-      Log(LogLevel::kWarning, "agent",
-          "SIGHUP: this version does not reload its config; restart the service to apply changes");
-    }
-  }
-  supervisor.Stop();
+  std::fputs(body->c_str(), stdout);
   return kExitOk;
 }
 
@@ -373,7 +362,8 @@ int RunCli(int argc, char** argv) {
     return kExitOk;
   }
   if (args.command == "check-config") return CheckConfig(args);
-  if (args.command == "run") return Run(args);
+  if (args.command == "run") return RunService(args.config);
+  if (args.command == "status") return ShowStatus(args);
   std::fprintf(stderr, "tagrelay: unknown command '%s'\n\n%s", args.command.c_str(), kUsage);
   return kExitBadInput;
 }

@@ -1,14 +1,21 @@
 #include "agent/config.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <set>
 #include <tuple>
 
@@ -171,11 +178,28 @@ std::string Digest(std::string_view text) {
   return out;
 }
 
+// A device profile file, parsed once per config however many devices use it.
+struct Profile {
+  std::string path;
+  bool ok = false;
+  std::optional<uint16_t> max_registers, max_bits, max_gap, max_bit_gap;
+  std::vector<modbus::TagSpec> tags;
+  std::vector<std::string> descriptions;  // one per tag
+};
+
+class Section;
+
 class Parser {
  public:
   explicit Parser(std::string file) : file_(std::move(file)) {}
 
   std::vector<ConfigError>& errors() { return errors_; }
+  const std::string& file() const { return file_; }
+
+  std::vector<std::string> profile_dirs;
+  // The profile `name` (a name in profile_dirs, or a path) for the device whose
+  // table is `s`; nullptr (and an error at its "profile" key) if it cannot be used.
+  std::shared_ptr<const Profile> FindProfile(const std::string& name, Section& s);
 
   void Error(const toml::source_region& where, std::string message, std::string hint = {}) {
     errors_.push_back(ConfigError{file_, static_cast<int>(where.begin.line),
@@ -189,6 +213,7 @@ class Parser {
   friend class Section;
   std::string file_;
   std::vector<ConfigError> errors_;
+  std::map<std::string, std::shared_ptr<const Profile>> profiles_;  // by path
 };
 
 // One TOML table of a known section. Reading a key marks it as used; keys that
@@ -402,6 +427,12 @@ class Section {
     }
   }
 
+  static std::string FormatNumber(double v) {
+    char buf[32];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
+  }
+
   static std::string FormatMs(std::chrono::milliseconds d) {
     const int64_t ms = d.count();
     if (ms % 3'600'000 == 0 && ms > 0) return std::to_string(ms / 3'600'000) + "h";
@@ -437,6 +468,26 @@ GatewayConfig ParseGateway(Parser& p, const toml::table& root) {
       while (g.data_dir.size() > 1 && g.data_dir.back() == '/') g.data_dir.pop_back();
     }
   }
+  if (const toml::node* dirs = s.Node("profile_dirs")) {
+    std::vector<std::string> list;
+    bool good = dirs->is_array();
+    if (good) {
+      for (const toml::node& e : *dirs->as_array()) {
+        if (!e.is_string() || e.value<std::string>()->empty() ||
+            e.value<std::string>()->front() != '/') {
+          good = false;
+          break;
+        }
+        list.push_back(*e.value<std::string>());
+      }
+    }
+    if (good) {
+      g.profile_dirs = std::move(list);
+    } else {
+      s.Bad("profile_dirs", "expected a list of absolute paths",
+            "e.g. profile_dirs = [\"/etc/tagrelay/profiles\", \"/usr/share/tagrelay/profiles\"]");
+    }
+  }
   return g;
 }
 
@@ -456,6 +507,51 @@ StoreConfig ParseStore(Parser& p, const toml::table& root) {
   if (auto v = s.Int("commit_rows", 1, 100000)) c.commit_rows = static_cast<size_t>(*v);
   if (auto v = s.Duration("commit_interval", milliseconds(1), milliseconds(10000)))
     c.commit_interval = *v;
+  return c;
+}
+
+bool ParseListen(std::string_view text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 >= text.size()) return false;
+  std::string_view host = text.substr(0, colon);
+  const std::string_view port = text.substr(colon + 1);
+  if (port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  if (std::stoul(std::string(port)) > 65535) return false;
+  unsigned char buf[sizeof(in6_addr)];
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    return inet_pton(AF_INET6, std::string(host.substr(1, host.size() - 2)).c_str(), buf) == 1;
+  }
+  return inet_pton(AF_INET, std::string(host).c_str(), buf) == 1;
+}
+
+StatusConfig ParseStatus(Parser& p, const toml::table& root) {
+  StatusConfig c;
+  const toml::node* n = root.get("status");
+  if (n == nullptr) return c;
+  if (!n->is_table()) {
+    p.Error(n->source(), "[status] must be a table");
+    return c;
+  }
+  Section s(p, *n->as_table(), "status", "[status]");
+  if (auto v = s.Str("listen")) {
+    if (!v->empty() && !ParseListen(*v)) {
+      s.Bad("listen", "'" + *v + "' is not an address and port",
+            "e.g. \"127.0.0.1:9470\", \"[::1]:9470\", \"0.0.0.0:9470\" (every interface), or \"\" "
+            "for none");
+    } else {
+      c.listen = *v;
+    }
+  }
+  if (auto v = s.Str("socket")) {
+    if (!v->empty() && ((*v)[0] != '/' || v->size() > 100)) {
+      s.Bad("socket", "must be an absolute path of at most 100 characters, or \"\"");
+    } else {
+      c.socket = *v;
+    }
+  }
   return c;
 }
 
@@ -702,8 +798,9 @@ void ParseTagAddress(Section& s, modbus::TagSpec* tag, bool* ok) {
   *ok = true;
 }
 
-modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const DeviceConfig& device) {
-  Section s(p, t, "device.tag", "[[device.tag]] of device '" + device.id + "'");
+modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const std::string& label,
+                         const modbus::PlanLimits& limits, std::string* description) {
+  Section s(p, t, "device.tag", label);
   const size_t errors_before = p.errors().size();
   modbus::TagSpec tag;
   if (auto v = s.Name("name")) tag.name = *v;
@@ -773,6 +870,13 @@ modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const DeviceConfig& de
   }
   if (auto v = number("offset")) tag.offset = *v;
   if (auto v = s.Str("unit")) tag.unit = *v;
+  if (auto v = s.Str("description")) {
+    if (v->size() > 256) {
+      s.Bad("description", "is longer than 256 characters");
+    } else {
+      *description = *v;
+    }
+  }
   if (auto v = number("deadband")) {
     if (*v < 0) {
       s.Bad("deadband", "must not be negative");
@@ -783,13 +887,168 @@ modbus::TagSpec ParseTag(Parser& p, const toml::table& t, const DeviceConfig& de
   if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) tag.poll = *v;
   if (located && p.errors().size() == errors_before) {
     std::string key;
-    const std::string problem = modbus::ValidateTag(tag, device.limits, &key);
+    const std::string problem = modbus::ValidateTag(tag, limits, &key);
     if (!problem.empty()) {
       if (key == "address" && s.Node("register") != nullptr) key = "register";
       s.Bad(key, problem);
     }
   }
   return tag;
+}
+
+// A list of strings, or nullopt (and an error) if the node is something else.
+std::optional<std::vector<std::string>> StringList(Section& s, std::string_view key) {
+  const toml::node* n = s.Node(key);
+  if (n == nullptr) return std::nullopt;
+  std::vector<std::string> out;
+  if (n->is_array()) {
+    for (const toml::node& e : *n->as_array()) {
+      if (!e.is_string()) {
+        out.clear();
+        break;
+      }
+      out.push_back(*e.value<std::string>());
+    }
+  }
+  if (out.empty()) {
+    s.Bad(key, "expected a non-empty list of strings");
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::shared_ptr<const Profile> LoadProfile(Parser& p, const std::string& path) {
+  auto profile = std::make_shared<Profile>();
+  profile->path = path;
+  const size_t errors_before = p.errors().size();
+  constexpr std::streamsize kMaxProfileBytes = 1 << 20;
+  std::ifstream in(path, std::ios::binary);
+  std::string text(static_cast<size_t>(kMaxProfileBytes) + 1, '\0');
+  in.read(text.data(), kMaxProfileBytes + 1);
+  if (!in.eof() || in.gcount() > kMaxProfileBytes) {
+    p.errors().push_back(
+        ConfigError{path,
+                    0,
+                    0,
+                    in.gcount() > kMaxProfileBytes
+                        ? "the profile is larger than 1 MiB"
+                        : "cannot read the profile: " + std::string(std::strerror(errno)),
+                    {}});
+    return profile;
+  }
+  text.resize(static_cast<size_t>(in.gcount()));
+  toml::parse_result parsed = toml::parse(text, path);
+  if (!parsed) {
+    const toml::parse_error& e = parsed.error();
+    p.errors().push_back(ConfigError{path,
+                                     static_cast<int>(e.source().begin.line),
+                                     static_cast<int>(e.source().begin.column),
+                                     "TOML syntax: " + std::string(e.description()),
+                                     {}});
+    return profile;
+  }
+  Parser sub(path);
+  const toml::table& root = parsed.table();
+  for (auto&& [key, node] : root) {
+    if (key.str() != "profile" && key.str() != "tag") {
+      sub.Error(key.source(), "unknown key '" + std::string(key.str()) + "' in a profile",
+                "a profile has a [profile] table and [[tag]] tables");
+    }
+  }
+  const toml::node* head = root.get("profile");
+  std::string name = path.substr(path.rfind('/') + 1);
+  if (head == nullptr || !head->is_table()) {
+    sub.Error(head != nullptr ? head->source() : root.source(), "missing [profile] table",
+              "a profile starts with [profile] and description = \"...\"");
+  } else {
+    Section s(sub, *head->as_table(), "profile", "[profile]");
+    (void)s.Str("description", /*required=*/true);
+    (void)s.Str("manufacturer");
+    (void)s.Str("source");
+    if (auto v = s.Int("max_registers", 1, modbus::kMaxRegistersPerRead))
+      profile->max_registers = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_bits", 1, modbus::kMaxBitsPerRead))
+      profile->max_bits = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_gap", 0, modbus::kMaxRegistersPerRead - 1))
+      profile->max_gap = static_cast<uint16_t>(*v);
+    if (auto v = s.Int("max_bit_gap", 0, modbus::kMaxBitsPerRead - 1))
+      profile->max_bit_gap = static_cast<uint16_t>(*v);
+  }
+  modbus::PlanLimits limits;
+  if (profile->max_registers) limits.max_registers = *profile->max_registers;
+  if (profile->max_bits) limits.max_bits = *profile->max_bits;
+  const std::vector<const toml::table*> tags = ArrayOfTables(sub, root, "tag", "tag");
+  if (tags.empty()) sub.Error(root.source(), "a profile needs at least one [[tag]]");
+  std::set<std::string> names;
+  for (const toml::table* t : tags) {
+    std::string description;
+    modbus::TagSpec tag = ParseTag(sub, *t, "[[tag]] of profile " + name, limits, &description);
+    if (!tag.name.empty() && !names.insert(tag.name).second) {
+      sub.Error(t->source(), "the profile has two tags named '" + tag.name + "'");
+    }
+    profile->tags.push_back(std::move(tag));
+    profile->descriptions.push_back(std::move(description));
+  }
+  for (ConfigError& e : sub.errors()) p.errors().push_back(std::move(e));
+  profile->ok = p.errors().size() == errors_before;
+  return profile;
+}
+
+std::shared_ptr<const Profile> Parser::FindProfile(const std::string& name, Section& s) {
+  std::string path;
+  if (name.find('/') != std::string::npos || name.ends_with(".toml")) {
+    path = name;
+    if (name.front() != '/') {
+      const size_t slash = file_.rfind('/');
+      path = (slash == std::string::npos ? std::string(".") : file_.substr(0, slash)) + "/" + name;
+    }
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) {
+      s.Bad("profile", "cannot read the profile file '" + path + "': " + std::strerror(errno));
+      return nullptr;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      s.Bad("profile", "'" + path + "' is not a regular file");
+      return nullptr;
+    }
+  } else {
+    if (!ValidName(name)) {
+      s.Bad("profile", "'" + name + "' is not a profile name",
+            "a name such as \"eastron-sdm630\", or the path of a profile file");
+      return nullptr;
+    }
+    std::set<std::string> available;
+    for (const std::string& dir : profile_dirs) {
+      const std::string candidate = dir + "/" + name + ".toml";
+      struct stat st {};
+      if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        path = candidate;
+        break;
+      }
+      if (DIR* d = opendir(dir.c_str())) {
+        while (const dirent* e = readdir(d)) {
+          const std::string f = e->d_name;
+          if (f.size() > 5 && f.ends_with(".toml")) available.insert(f.substr(0, f.size() - 5));
+        }
+        closedir(d);
+      }
+    }
+    if (path.empty()) {
+      std::string dirs;
+      for (const std::string& d : profile_dirs) dirs += (dirs.empty() ? "" : ", ") + d;
+      s.Bad("profile", "no profile '" + name + "' in " + dirs,
+            available.empty() ? "the package installs its profiles in /usr/share/tagrelay/profiles"
+                              : "available: " + JoinNames(available));
+      return nullptr;
+    }
+  }
+  auto it = profiles_.find(path);
+  if (it == profiles_.end()) it = profiles_.emplace(path, LoadProfile(*this, path)).first;
+  if (!it->second->ok) {
+    s.Bad("profile", "the profile " + path + " is not valid (its errors are listed)");
+    return nullptr;
+  }
+  return it->second;
 }
 
 std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
@@ -802,6 +1061,22 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
     if (auto v = s.Int("unit", 0, 255)) d.unit = static_cast<int>(*v);
     if (auto v = s.Duration("poll", milliseconds(10), milliseconds(86'400'000))) d.poll = *v;
     d.api_key_file = s.KeyFile("api_key_file");
+    std::shared_ptr<const Profile> profile;
+    if (auto v = s.Str("profile")) {
+      profile = p.FindProfile(*v, s);
+      d.profile = *v;
+    }
+    std::optional<std::vector<std::string>> only = StringList(s, "profile_tags");
+    if (only && s.Node("profile") == nullptr) {
+      s.Bad("profile_tags", "applies to a device with a profile only");
+    }
+    // Limits: the device's own, else its profile's, else the Modbus maximum.
+    if (profile) {
+      if (profile->max_registers) d.limits.max_registers = *profile->max_registers;
+      if (profile->max_bits) d.limits.max_bits = *profile->max_bits;
+      if (profile->max_gap) d.limits.max_gap = *profile->max_gap;
+      if (profile->max_bit_gap) d.limits.max_bit_gap = *profile->max_bit_gap;
+    }
     if (auto v = s.Int("max_registers", 1, modbus::kMaxRegistersPerRead))
       d.limits.max_registers = static_cast<uint16_t>(*v);
     if (auto v = s.Int("max_bits", 1, modbus::kMaxBitsPerRead))
@@ -811,35 +1086,315 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
     if (auto v = s.Int("max_bit_gap", 0, modbus::kMaxBitsPerRead - 1))
       d.limits.max_bit_gap = static_cast<uint16_t>(*v);
     const std::vector<const toml::table*> tags = ArrayOfTables(p, *t, "tag", "device.tag");
-    if (tags.empty() && s.Node("tag") == nullptr) {
-      s.Missing("tag", "add at least one [[device.tag]] after the [[device]]");
+    if (tags.empty() && s.Node("tag") == nullptr && s.Node("profile") == nullptr) {
+      s.Missing("tag", "add at least one [[device.tag]] after the [[device]], or a profile");
     }
     std::set<std::string> names;
+    std::vector<modbus::TagSpec> own;
+    std::vector<std::string> own_descriptions;
     for (const toml::table* tt : tags) {
-      modbus::TagSpec tag = ParseTag(p, *tt, d);
+      std::string description;
+      modbus::TagSpec tag =
+          ParseTag(p, *tt, "[[device.tag]] of device '" + d.id + "'", d.limits, &description);
       if (!tag.name.empty() && !names.insert(tag.name).second) {
         p.Error(tt->source(), "device '" + d.id + "' has two tags named '" + tag.name + "'");
       }
-      d.tags.push_back(std::move(tag));
+      own.push_back(std::move(tag));
+      own_descriptions.push_back(std::move(description));
+    }
+    if (profile) {
+      if (only) {
+        std::set<std::string> known;
+        for (const modbus::TagSpec& tag : profile->tags) known.insert(tag.name);
+        for (const std::string& n : *only) {
+          if (known.count(n) == 0) {
+            s.Bad("profile_tags", "the profile " + d.profile + " has no tag '" + n + "'",
+                  "its tags: " + JoinNames(known));
+          }
+        }
+      }
+      // The profile's tags in its order; a device tag of the same name replaces one.
+      for (size_t i = 0; i < profile->tags.size(); ++i) {
+        const modbus::TagSpec& tag = profile->tags[i];
+        if (only && std::find(only->begin(), only->end(), tag.name) == only->end()) continue;
+        auto mine = std::find_if(own.begin(), own.end(),
+                                 [&](const modbus::TagSpec& o) { return o.name == tag.name; });
+        if (mine != own.end()) {
+          const size_t k = static_cast<size_t>(mine - own.begin());
+          d.tags.push_back(std::move(*mine));
+          d.tag_descriptions.push_back(std::move(own_descriptions[k]));
+          own.erase(mine);
+          own_descriptions.erase(own_descriptions.begin() + static_cast<std::ptrdiff_t>(k));
+          continue;
+        }
+        std::string key;
+        const std::string problem = modbus::ValidateTag(tag, d.limits, &key);
+        if (!problem.empty()) {
+          s.Bad("profile", "profile tag '" + tag.name + "': " + problem,
+                "the device's limits (max_registers, max_bits) are smaller than this tag needs");
+        }
+        d.tags.push_back(tag);
+        d.tag_descriptions.push_back(profile->descriptions[i]);
+      }
+    }
+    for (size_t i = 0; i < own.size(); ++i) {
+      d.tags.push_back(std::move(own[i]));
+      d.tag_descriptions.push_back(std::move(own_descriptions[i]));
     }
     devices.push_back(std::move(d));
   }
   return devices;
 }
 
+const modbus::TagSpec* FindTag(const DeviceConfig& d, std::string_view tag) {
+  for (const modbus::TagSpec& t : d.tags) {
+    if (t.name == tag) return &t;
+  }
+  return nullptr;
+}
+
+std::string TagNames(const DeviceConfig& d) {
+  std::string out;
+  for (const modbus::TagSpec& t : d.tags) out += (out.empty() ? "" : ", ") + t.name;
+  return out;
+}
+
+// The device a rule names, reported at its `device` key if it is not configured.
+const DeviceConfig* RuleDevice(Section& s, const std::string& id,
+                               const std::vector<DeviceConfig>& devices) {
+  for (const DeviceConfig& d : devices) {
+    if (d.id == id) return &d;
+  }
+  if (!id.empty()) {
+    std::set<std::string> ids;
+    for (const DeviceConfig& d : devices) ids.insert(d.id);
+    s.Bad("device", "'" + id + "' is not a configured device", "devices: " + JoinNames(ids));
+  }
+  return nullptr;
+}
+
+// The tag a rule names on `device`, reported at `key` if there is none.
+const modbus::TagSpec* RuleTag(Section& s, std::string_view key, const std::string& tag,
+                               const DeviceConfig* device) {
+  if (device == nullptr || tag.empty()) return nullptr;
+  const modbus::TagSpec* t = FindTag(*device, tag);
+  if (t == nullptr) {
+    s.Bad(key, "device '" + device->id + "' has no tag '" + tag + "'",
+          "its tags: " + TagNames(*device));
+  }
+  return t;
+}
+
+std::vector<rules::AlarmRule> ParseAlarms(Parser& p, const toml::table& root,
+                                          const std::vector<DeviceConfig>& devices) {
+  using rules::AlarmKind;
+  std::vector<rules::AlarmRule> alarms;
+  std::set<std::string> ids;
+  for (const toml::table* t : ArrayOfTables(p, root, "alarm", "alarm")) {
+    Section s(p, *t, "alarm", "[[alarm]]");
+    rules::AlarmRule a;
+    if (auto v = s.Name("id")) {
+      a.id = *v;
+      if (!ids.insert(a.id).second) s.Bad("id", "two alarms have id '" + a.id + "'");
+    }
+    if (auto v = s.Str("device", true)) a.device = *v;
+    const DeviceConfig* device = RuleDevice(s, a.device, devices);
+    std::optional<AlarmKind> kind;
+    if (auto v = s.Str("kind", true)) {
+      kind = rules::ParseAlarmKind(*v);
+      if (!kind) {
+        s.Bad("kind", "'" + *v + "' is not an alarm kind",
+              "high, low, high_high, low_low, equals, rate, stale or comm_loss");
+      }
+    }
+    if (!kind) continue;
+    a.kind = *kind;
+    const std::string k(rules::AlarmKindName(*kind));
+    // Keys that do not apply to the kind are mistakes, not silently ignored.
+    auto forbid = [&](std::string_view key, std::string_view why) {
+      if (s.Node(key) != nullptr)
+        s.Bad(key, "does not apply to kind '" + k + "'", std::string(why));
+    };
+    const bool level = rules::IsLevel(*kind);
+    if (*kind == AlarmKind::kCommLoss) {
+      forbid("tag", "comm_loss watches the device's link, not a tag");
+    } else if (auto v = s.Str("tag", true)) {
+      a.tag = *v;
+    }
+    const modbus::TagSpec* tag = RuleTag(s, "tag", a.tag, device);
+    if (tag != nullptr) {
+      a.unit = tag->unit;
+      if ((level || *kind == AlarmKind::kRate) && tag->type == modbus::DataType::kString) {
+        s.Bad("kind", "a '" + k + "' alarm needs a numeric tag; '" + a.tag + "' is a string",
+              "use kind = \"equals\" for text values");
+      }
+    }
+    if (level || *kind == AlarmKind::kRate) {
+      if (auto v = s.Float("limit")) {
+        a.limit = *v;
+      } else if (s.Node("limit") == nullptr) {
+        s.Missing("limit", level ? "the value past which the alarm is raised"
+                                 : "the rate, in units per second, past which it is raised");
+      }
+      if (auto v = s.Float("deadband")) {
+        if (*v < 0) {
+          s.Bad("deadband", "must not be negative");
+        } else {
+          a.deadband = *v;
+        }
+      }
+      if (*kind == AlarmKind::kRate && a.deadband > a.limit) {
+        s.Bad("deadband", "is larger than the rate limit",
+              "a rate alarm clears below limit - deadband");
+      }
+    } else {
+      forbid("limit", "");
+      forbid("deadband", "");
+    }
+    if (*kind == AlarmKind::kRate) {
+      if (auto v = s.Duration("window", milliseconds(100), milliseconds(86'400'000))) {
+        a.window = *v;
+      } else if (s.Node("window") == nullptr) {
+        s.Missing("window", "the span the rate is measured over, e.g. window = \"60s\"");
+      }
+    } else {
+      forbid("window", "");
+    }
+    if (*kind == AlarmKind::kStale) {
+      if (auto v = s.Duration("after", milliseconds(100), milliseconds(86'400'000))) {
+        a.after = *v;
+      } else if (s.Node("after") == nullptr) {
+        s.Missing("after", "how long without a good value raises it, e.g. after = \"30s\"");
+      }
+    } else {
+      forbid("after", "");
+    }
+    if (*kind == AlarmKind::kEquals) {
+      const toml::node* n = s.Node("value");
+      if (n == nullptr) {
+        s.Missing("value", "the value that raises the alarm: a number, true/false or a string");
+      } else if (n->is_integer()) {
+        a.equals = *n->value<int64_t>();
+      } else if (n->is_floating_point()) {
+        a.equals = *n->value<double>();
+      } else if (n->is_boolean()) {
+        a.equals = *n->value<bool>();
+      } else if (n->is_string()) {
+        a.equals = *n->value<std::string>();
+      } else {
+        s.Bad("value", "expected a number, true/false or a string");
+      }
+    } else {
+      forbid("value", "");
+    }
+    if (auto v = s.Duration("on_delay", milliseconds(0), milliseconds(86'400'000))) a.on_delay = *v;
+    if (auto v = s.Duration("off_delay", milliseconds(0), milliseconds(86'400'000)))
+      a.off_delay = *v;
+    if (auto v = s.Choice("severity", {"critical", "major", "minor", "warning", "info"}))
+      a.severity = *v;
+    if (auto v = s.Str("message")) {
+      const std::string unknown = rules::UnknownPlaceholder(*v);
+      if (!unknown.empty()) {
+        s.Bad("message", "unknown placeholder " + unknown,
+              "the placeholders are {value} {unit} {limit} {tag} {device} {alarm}");
+      } else {
+        a.message = *v;
+      }
+    }
+    alarms.push_back(std::move(a));
+  }
+
+  // Level alarms of one tag: limits in order, deadbands inside the band.
+  const auto* array = root.get("alarm") != nullptr ? root.get("alarm")->as_array() : nullptr;
+  for (size_t i = 0; i < alarms.size(); ++i) {
+    const rules::AlarmRule& a = alarms[i];
+    if (!rules::IsLevel(a.kind)) continue;
+    for (size_t j = 0; j < alarms.size(); ++j) {
+      const rules::AlarmRule& b = alarms[j];
+      if (i == j || !rules::IsLevel(b.kind) || b.device != a.device || b.tag != a.tag) continue;
+      const toml::node& node = (*array)[i];
+      const std::string pair = "'" + a.id + "' and '" + b.id + "'";
+      if (rules::IsUpper(a.kind) != rules::IsUpper(b.kind)) {
+        const double upper = rules::IsUpper(a.kind) ? a.limit : b.limit;
+        const double lower = rules::IsUpper(a.kind) ? b.limit : a.limit;
+        if (upper <= lower) {
+          if (i < j)
+            p.Error(node.source(),
+                    "alarms " + pair + ": the high limit must lie above the low limit");
+        } else if (a.deadband >= upper - lower) {
+          const toml::node* d = node.as_table()->get("deadband");
+          p.Error(d != nullptr ? d->source() : node.source(),
+                  "alarm '" + a.id + "': deadband " + Section::FormatNumber(a.deadband) +
+                      " is larger than the band between its limits (" +
+                      Section::FormatNumber(lower) + " .. " + Section::FormatNumber(upper) + ")",
+                  "the alarm could never clear without raising '" + b.id + "'");
+        }
+      } else if (a.kind == AlarmKind::kHighHigh && b.kind == AlarmKind::kHigh &&
+                 a.limit <= b.limit) {
+        p.Error(node.source(), "alarm '" + a.id +
+                                   "': high_high limit must lie above the high limit of '" + b.id +
+                                   "'");
+      } else if (a.kind == AlarmKind::kLowLow && b.kind == AlarmKind::kLow && a.limit >= b.limit) {
+        p.Error(
+            node.source(),
+            "alarm '" + a.id + "': low_low limit must lie below the low limit of '" + b.id + "'");
+      }
+    }
+  }
+  return alarms;
+}
+
+std::vector<rules::CounterRule> ParseCounters(Parser& p, const toml::table& root,
+                                              const std::vector<DeviceConfig>& devices) {
+  std::vector<rules::CounterRule> counters;
+  std::set<std::string> ids;
+  for (const toml::table* t : ArrayOfTables(p, root, "counter", "counter")) {
+    Section s(p, *t, "counter", "[[counter]]");
+    rules::CounterRule c;
+    if (auto v = s.Name("id")) {
+      c.id = *v;
+      if (!ids.insert(c.id).second) s.Bad("id", "two counters have id '" + c.id + "'");
+    }
+    if (auto v = s.Str("device", true)) c.device = *v;
+    const DeviceConfig* device = RuleDevice(s, c.device, devices);
+    if (auto v = s.Str("running", true)) {
+      std::string error;
+      if (std::optional<rules::RunningCondition> cond = rules::ParseRunningCondition(*v, &error)) {
+        c.tag = cond->tag;
+        c.op = cond->op;
+        c.threshold = cond->threshold;
+        const modbus::TagSpec* tag = RuleTag(s, "running", c.tag, device);
+        if (tag != nullptr && tag->type == modbus::DataType::kString) {
+          s.Bad("running",
+                "'" + c.tag + "' is a string tag; the condition needs a number or a bit");
+        }
+      } else {
+        s.Bad("running", "'" + *v + "': " + error, "e.g. running = \"frequency > 1.0\"");
+      }
+    }
+    if (auto v = s.Duration("snapshot", milliseconds(1000), milliseconds(86'400'000)))
+      c.snapshot = *v;
+    counters.push_back(std::move(c));
+  }
+  return counters;
+}
+
 Config Parser::Parse(const toml::table& root) {
-  static const std::set<std::string_view> kSections = {"gateway", "store", "uplink", "bus",
-                                                       "device"};
+  static const std::set<std::string_view> kSections = {"gateway", "store",  "uplink", "status",
+                                                       "bus",     "device", "alarm",  "counter"};
   for (auto&& [key, node] : root) {
     if (kSections.count(key.str()) == 0) {
       Error(key.source(), "unknown section '" + std::string(key.str()) + "'",
-            "the sections are [gateway], [store], [uplink], [[bus]] and [[device]]");
+            "the sections are [gateway], [store], [uplink], [status], [[bus]], [[device]], "
+            "[[alarm]] and [[counter]]");
     }
   }
   Config c;
   c.gateway = ParseGateway(*this, root);
+  profile_dirs = c.gateway.profile_dirs;
   c.store = ParseStore(*this, root);
   c.uplink = ParseUplink(*this, root);
+  c.status = ParseStatus(*this, root);
   c.buses = ParseBuses(*this, root);
   c.devices = ParseDevices(*this, root);
   if (c.uplink.client_id.empty() && !c.gateway.id.empty())
@@ -892,13 +1447,250 @@ Config Parser::Parse(const toml::table& root) {
     Error(root.source(), "no [[device]] is configured",
           "add a [[bus]] and a [[device]] with its [[device.tag]]s");
   }
+  c.alarms = ParseAlarms(*this, root, c.devices);
+  c.counters = ParseCounters(*this, root, c.devices);
   return c;
 }
 
 }  // namespace
 
+namespace {
+
+// The TOML parser (toml++ 3.3) reaches undefined behaviour when it asks whether
+// a non-ASCII character is whitespace: its generated lookup has holes for
+// U+00A1..U+0499, U+2C5E..U+2FFF, U+3001..U+3057 and U+FB26..U+FEFE. It asks
+// that wherever whitespace or the end of a value may stand: outside strings and
+// comments (after a key, through a bare value such as a number or a date, after
+// a value), and in a multi-line basic string right after a backslash and at the
+// start of a line continued by one. Inside strings and comments it never asks.
+//
+// Non-ASCII text outside strings and comments is never valid TOML, and after a
+// line-ending backslash it is rare, so a config with non-ASCII text in those
+// places is refused, with its place, before the parser sees it. String values
+// and comments ("°C", "Température") are untouched.
+//
+// To know what is a string, the scan follows TOML's structure as the parser
+// does: a quote opens a string where a key or a value may start, but not inside
+// a bare value (the parser reads a number or a date on through quotes up to
+// whitespace, ',', ']', '}' or '#') and not after a value.
+class TomlTextScan {
+ public:
+  TomlTextScan(std::string_view text, const std::string& path) : text_(text), path_(path) {}
+
+  std::optional<ConfigError> Run() {
+    if (text_.starts_with("\xEF\xBB\xBF")) i_ = 3;  // a byte order mark is fine
+    while (i_ < text_.size()) {
+      const auto b = static_cast<unsigned char>(text_[i_]);
+      size_t step = 1;
+      if (b >= 0x80) {
+        const size_t len = SequenceLength(b);
+        if (in_ == In::kCode) {
+          return Refuse(len, "outside a string or a comment",
+                        "put the text in quotes, or retype it if it was pasted in by mistake");
+        }
+        if (in_ == In::kMultiBasic && after_ != After::kNothing) {
+          return Refuse(len, "after a backslash in a multi-line string",
+                        "start the continued text with an ASCII character, or use \\u escapes");
+        }
+        step = len;
+      } else if (b == '\n') {
+        if (in_ == In::kComment || in_ == In::kBasic || in_ == In::kLiteral) in_ = In::kCode;
+        if (in_ == In::kMultiBasic && after_ == After::kBackslash) after_ = After::kLineEnd;
+        if (in_ == In::kCode) EndOfLine();
+      } else {
+        step = Ascii(b);
+      }
+      Advance(step);
+    }
+    return std::nullopt;
+  }
+
+ private:
+  enum class In { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
+  // In a multi-line basic string: after a backslash; skipping the whitespace
+  // and line breaks after a line-ending backslash.
+  enum class After { kNothing, kBackslash, kLineEnd };
+  // Where a level of the document is: expecting a key, in a [table] header,
+  // expecting a value, in a bare value, after a value.
+  enum class Mode { kKey, kHeader, kValue, kBare, kAfter };
+  struct Level {
+    char kind;  // 't' the document, 'a' an array, 'i' an inline table
+    Mode mode;
+  };
+
+  size_t SequenceLength(unsigned char b) const {
+    size_t len = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+    return i_ + len > text_.size() ? 1 : len;
+  }
+
+  static bool EndsBareValue(unsigned char b) {
+    return b == ' ' || b == '\t' || b == '\r' || b == ',' || b == ']' || b == '}' || b == '#';
+  }
+
+  void EndOfLine() {
+    if (levels_.back().mode == Mode::kBare) levels_.back().mode = Mode::kAfter;
+    if (levels_.back().kind == 't') levels_.back().mode = Mode::kKey;
+  }
+
+  // Handles one ASCII character other than a line break; returns how many
+  // bytes it took.
+  size_t Ascii(unsigned char b) {
+    switch (in_) {
+      case In::kComment: return 1;
+      case In::kBasic:
+        if (b == '\\') return (i_ + 1 < text_.size() && text_[i_ + 1] != '\n') ? 2 : 1;
+        if (b == '"') in_ = In::kCode;
+        return 1;
+      case In::kLiteral:
+        if (b == '\'') in_ = In::kCode;
+        return 1;
+      case In::kMultiBasic:
+      case In::kMultiLiteral: return InMultiLine(b);
+      case In::kCode: return InCode(b);
+    }
+    return 1;
+  }
+
+  size_t InMultiLine(unsigned char b) {
+    const bool basic = in_ == In::kMultiBasic;
+    if (basic && after_ == After::kBackslash) {
+      // The escaped character: whitespace makes it a line-ending backslash.
+      after_ = (b == ' ' || b == '\t' || b == '\r') ? After::kLineEnd : After::kNothing;
+      return 1;
+    }
+    if (basic && after_ == After::kLineEnd) {
+      if (b == ' ' || b == '\t' || b == '\r') return 1;
+      after_ = After::kNothing;
+    }
+    if (basic && b == '\\') {
+      after_ = After::kBackslash;
+      return 1;
+    }
+    const char quote = basic ? '"' : '\'';
+    if (b != static_cast<unsigned char>(quote)) return 1;
+    // Three to five quotes close the string (up to two belong to it).
+    const size_t n = RunOf(quote);
+    if (n < 3) return n;
+    in_ = In::kCode;
+    return std::min<size_t>(n, 5);
+  }
+
+  size_t InCode(unsigned char b) {
+    Level& level = levels_.back();
+    if (level.mode == Mode::kBare) {
+      if (!EndsBareValue(b)) return 1;
+      level.mode = Mode::kAfter;
+    }
+    switch (b) {
+      case ' ':
+      case '\t':
+      case '\r': return 1;
+      case '#': in_ = In::kComment; return 1;
+      case '"':
+      case '\'': return Quote(b, level);
+      case '=':
+        if (level.mode == Mode::kKey) level.mode = Mode::kValue;
+        return 1;
+      case '[':
+        if (level.mode == Mode::kKey && level.kind == 't') {
+          level.mode = Mode::kHeader;
+        } else if (level.mode == Mode::kValue) {
+          level.mode = Mode::kAfter;
+          levels_.push_back(Level{'a', Mode::kValue});
+        }
+        return 1;
+      case '{':
+        if (level.mode == Mode::kValue) {
+          level.mode = Mode::kAfter;
+          levels_.push_back(Level{'i', Mode::kKey});
+        }
+        return 1;
+      case ']':
+        if (level.mode == Mode::kHeader) {
+          level.mode = Mode::kAfter;
+        } else if (level.kind == 'a') {
+          levels_.pop_back();
+        }
+        return 1;
+      case '}':
+        if (level.kind == 'i') levels_.pop_back();
+        return 1;
+      case ',':
+        if (level.mode == Mode::kAfter && level.kind == 'a') level.mode = Mode::kValue;
+        if (level.mode == Mode::kAfter && level.kind == 'i') level.mode = Mode::kKey;
+        return 1;
+      default:
+        if (level.mode == Mode::kValue) level.mode = Mode::kBare;
+        return 1;
+    }
+  }
+
+  size_t Quote(unsigned char b, Level& level) {
+    // A quote opens a string only where a key or a value may start.
+    if (level.mode != Mode::kKey && level.mode != Mode::kHeader && level.mode != Mode::kValue) {
+      return 1;
+    }
+    if (level.mode == Mode::kValue) level.mode = Mode::kAfter;
+    const size_t n = RunOf(static_cast<char>(b));
+    if (n >= 3) {
+      in_ = b == '"' ? In::kMultiBasic : In::kMultiLiteral;
+      after_ = After::kNothing;
+      return 3;
+    }
+    if (n == 2) return 2;  // an empty string
+    in_ = b == '"' ? In::kBasic : In::kLiteral;
+    return 1;
+  }
+
+  size_t RunOf(char quote) const {
+    size_t n = 0;
+    while (i_ + n < text_.size() && text_[i_ + n] == quote) ++n;
+    return n;
+  }
+
+  // Moves past `step` bytes, counting lines and characters (not bytes).
+  void Advance(size_t step) {
+    for (size_t k = 0; k < step && i_ < text_.size(); ++k, ++i_) {
+      const auto c = static_cast<unsigned char>(text_[i_]);
+      if (c == '\n') {
+        ++line_;
+        column_ = 1;
+      } else if ((c & 0xC0) != 0x80) {
+        ++column_;
+      }
+    }
+  }
+
+  ConfigError Refuse(size_t len, const char* where, const char* hint) const {
+    uint32_t cp = static_cast<unsigned char>(text_[i_]);
+    if (len > 1) {
+      cp &= 0x7Fu >> len;
+      for (size_t k = 1; k < len; ++k) {
+        cp = (cp << 6) | (static_cast<unsigned char>(text_[i_ + k]) & 0x3Fu);
+      }
+    }
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "U+%04X", static_cast<unsigned>(cp));
+    return ConfigError{path_, line_, column_, std::string("character ") + hex + " " + where, hint};
+  }
+
+  std::string_view text_;
+  const std::string& path_;
+  size_t i_ = 0;
+  int line_ = 1, column_ = 1;
+  In in_ = In::kCode;
+  After after_ = After::kNothing;
+  std::vector<Level> levels_{Level{'t', Mode::kKey}};
+};
+
+}  // namespace
+
 ConfigResult ParseConfig(std::string_view text, const std::string& path) {
   ConfigResult out;
+  if (std::optional<ConfigError> e = TomlTextScan(text, path).Run()) {
+    out.errors.push_back(std::move(*e));
+    return out;
+  }
   toml::parse_result parsed = toml::parse(text, path);
   if (!parsed) {
     const toml::parse_error& e = parsed.error();
@@ -913,9 +1705,11 @@ ConfigResult ParseConfig(std::string_view text, const std::string& path) {
   Config c = p.Parse(parsed.table());
   if (!p.errors().empty()) {
     out.errors = std::move(p.errors());
+    // The config's own errors in file order, then those of the profiles it uses.
     std::stable_sort(out.errors.begin(), out.errors.end(),
-                     [](const ConfigError& a, const ConfigError& b) {
-                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                     [&path](const ConfigError& a, const ConfigError& b) {
+                       return std::make_tuple(a.file != path, a.file, a.line, a.column) <
+                              std::make_tuple(b.file != path, b.file, b.line, b.column);
                      });
     return out;
   }

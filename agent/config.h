@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/rules/rules.h"
 #include "agent/uplink/mqtt_client.h"
 #include "drivers/modbus/types.h"
 #include "store/types.h"
@@ -26,6 +27,14 @@ namespace tagrelay {
 struct GatewayConfig {
   std::string id;
   std::string data_dir = "/var/lib/tagrelay";
+  // Where `profile = "name"` finds name.toml, first match wins.
+  std::vector<std::string> profile_dirs = {"/etc/tagrelay/profiles",
+                                           "/usr/share/tagrelay/profiles"};
+};
+
+struct StatusConfig {
+  std::string listen = "127.0.0.1:9470";             // the web page and /metrics; "" = none
+  std::string socket = "/run/tagrelay/status.sock";  // for `tagrelay status`; "" = none
 };
 
 struct StoreConfig {
@@ -75,8 +84,10 @@ struct DeviceConfig {
   int unit = 1;
   std::chrono::milliseconds poll{1000};
   std::string api_key_file;  // signs this device's batches; empty: unsigned
+  std::string profile;       // the profile its tags came from; empty: none
   modbus::PlanLimits limits;
   std::vector<modbus::TagSpec> tags;
+  std::vector<std::string> tag_descriptions;  // one per tag, "" if none
 
   modbus::DeviceSpec Spec() const;
 };
@@ -87,8 +98,11 @@ struct Config {
   GatewayConfig gateway;
   StoreConfig store;
   UplinkConfig uplink;
+  StatusConfig status;
   std::vector<BusConfig> buses;
   std::vector<DeviceConfig> devices;
+  std::vector<rules::AlarmRule> alarms;
+  std::vector<rules::CounterRule> counters;
 
   // data_dir + "/tagrelay.db"
   std::string StorePath() const;
@@ -123,7 +137,10 @@ std::optional<uint64_t> ParseByteSize(std::string_view s);
 // One documented configuration key: the parser accepts exactly these keys, and
 // docs/configuration.md's key reference is generated from them.
 struct ConfigKey {
-  std::string_view section;  // "gateway", "store", "uplink", "bus", "device", "device.tag"
+  // "gateway", "store", "uplink", "status", "bus", "device", "device.tag", "alarm", "counter",
+  // or "profile" (the [profile] table of a profile file, whose [[tag]] tables take the keys of
+  // "device.tag").
+  std::string_view section;
   std::string_view key;
   std::string_view type;
   std::string_view default_value;  // "required", "" (optional, no default) or the default

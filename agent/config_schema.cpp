@@ -13,6 +13,11 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "MQTT topics and as the MQTT user name."},
       {"gateway", "data_dir", "path", "/var/lib/tagrelay",
        "Directory of the store (tagrelay.db and its WAL). Must be writable by the service."},
+      {"gateway", "profile_dirs", "list of paths",
+       "[\"/etc/tagrelay/profiles\", \"/usr/share/tagrelay/profiles\"]",
+       "Where a device's profile = \"NAME\" is looked up as NAME.toml, first match first. The "
+       "package installs its profiles in /usr/share/tagrelay/profiles; put your own (or a changed "
+       "copy) in /etc/tagrelay/profiles."},
 
       {"store", "max_bytes", "size", "256MiB",
        "Hard bound on the store on disk, database plus WAL (\"64MiB\", \"1GiB\", or bytes; at "
@@ -70,6 +75,14 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"uplink", "reconnect_max", "duration", "30s",
        "Cap of the reconnect delay (reconnect_min..1h)."},
 
+      {"status", "listen", "address:port", "127.0.0.1:9470",
+       "Where the read-only status page (/) and the Prometheus metrics (/metrics) are served: an "
+       "IPv4 address or [IPv6] address and a port. Anyone who can reach it sees the gateway's "
+       "status: keep it on 127.0.0.1 unless the network is trusted. \"\" turns it off."},
+      {"status", "socket", "path", "/run/tagrelay/status.sock",
+       "Unix socket that `tagrelay status` reads (it takes --socket PATH for another path). "
+       "\"\" turns it off."},
+
       {"bus", "name", "string", "required", "Unique name of the bus, referenced by devices."},
       {"bus", "type", "tcp | rtu | rtu-over-tcp", "required",
        "Modbus TCP; Modbus RTU on a serial line; or RTU frames over a TCP connection to a "
@@ -108,6 +121,15 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Modbus unit id (slave id): 0..255 on tcp, 1..247 on a serial line (0 is broadcast)."},
       {"device", "poll", "duration", "1s",
        "Poll interval of the device's tags (10ms..24h); a tag may set its own."},
+      {"device", "profile", "string", "",
+       "A device profile: the tags (and request limits) of a known device model, from "
+       "profile_dirs (\"eastron-sdm630\"), or the path of a profile file, ending in .toml "
+       "(absolute, "
+       "or relative to this file). The device's own [[device.tag]]s are added to the profile's; "
+       "one with "
+       "the name of a profile tag replaces it. See docs/configuration.md, Device profiles."},
+      {"device", "profile_tags", "list of strings", "all",
+       "Only these tags of the profile (by name); by default all of them."},
       {"device", "max_registers", "integer", "125",
        "Registers per read request at most (1..125), for devices that answer fewer than the "
        "Modbus maximum."},
@@ -124,7 +146,7 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "device is signed with it (docs/protocol.md, Signatures), so the cloud can tell which "
        "device a batch came from and revoke one device alone. Re-read at every connect."},
       {"device", "tag", "array of tables", "required",
-       "The device's tags, as [[device.tag]] tables."},
+       "The device's tags, as [[device.tag]] tables; optional with a profile."},
 
       {"device.tag", "name", "string", "required",
        "Tag name, unique within the device (same characters as gateway.id)."},
@@ -159,6 +181,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "The value is raw * scale + offset (numeric types only). Not 0."},
       {"device.tag", "offset", "float", "0.0", "See scale."},
       {"device.tag", "unit", "string", "", "Engineering unit, for the cloud (\"V\", \"degC\")."},
+      {"device.tag", "description", "string", "",
+       "What the value is, for people (\"Phase 1 line to neutral voltage\"); sent in the "
+       "device's birth message."},
       {"device.tag", "deadband", "float", "0.0",
        "Report by exception (numeric types only): a good value closer than this to the last one "
        "sent is skipped. 0 sends every poll."},
@@ -166,6 +191,55 @@ const std::vector<ConfigKey>& ConfigKeys() {
        "Poll interval of this tag (10ms..24h); by default the device's. Tags of one device with "
        "the same interval form "
        "a poll group, read together."},
+
+      {"alarm", "id", "string", "required",
+       "Unique name of the alarm (same characters as gateway.id)."},
+      {"alarm", "device", "string", "required", "The device whose tag (or link) it watches."},
+      {"alarm", "tag", "string", "required",
+       "The tag it watches (not for comm_loss, which watches the device's link)."},
+      {"alarm", "kind", "string", "required",
+       "high / high_high: raised above `limit`; low / low_low: raised below it; equals: raised "
+       "while the tag has `value`; rate: raised while the tag changes faster than `limit` units "
+       "per second over `window`; stale: raised when no good value came for `after`; comm_loss: "
+       "raised while the device's link is down."},
+      {"alarm", "limit", "float", "",
+       "Required for the level kinds and rate: the limit (rate: units per second)."},
+      {"alarm", "deadband", "float", "0.0",
+       "Level kinds and rate: the alarm clears only once the value is back past limit - deadband "
+       "(low kinds: limit + deadband), so a value hovering at the limit does not chatter. Must "
+       "be smaller than the band between a tag's low and high limits."},
+      {"alarm", "value", "number, bool or string", "",
+       "Required for equals: the value that raises it."},
+      {"alarm", "window", "duration", "", "Required for rate: the span the rate is measured over."},
+      {"alarm", "after", "duration", "",
+       "Required for stale: how long without a good value raises it."},
+      {"alarm", "on_delay", "duration", "0s",
+       "The condition must hold this long before the alarm is raised."},
+      {"alarm", "off_delay", "duration", "0s",
+       "The clear condition must hold this long before the alarm clears."},
+      {"alarm", "severity", "critical | major | minor | warning | info", "major",
+       "Carried in the alarm events."},
+      {"alarm", "message", "string", "",
+       "Text of the events, with placeholders {value} {unit} {limit} {tag} {device} {alarm}."},
+
+      {"counter", "id", "string", "required", "Unique name of the counter."},
+      {"counter", "device", "string", "required", "The device whose tag says whether it runs."},
+      {"counter", "running", "string", "required",
+       "The running condition: a tag, a comparison and a number, e.g. \"frequency > 1.0\" "
+       "(> >= < <= == !=)."},
+      {"counter", "snapshot", "duration", "15m",
+       "How often a snapshot (run hours, starts) is published (1s..24h); one also goes at start."},
+
+      {"profile", "description", "string", "required", "The device model, for people."},
+      {"profile", "manufacturer", "string", "", "Who makes it."},
+      {"profile", "source", "string", "",
+       "Where the register map comes from: the maker's manual, its title and version."},
+      {"profile", "max_registers", "integer", "125",
+       "The device's limit of registers per request; a device's own max_registers wins."},
+      {"profile", "max_bits", "integer", "2000", "The same for coils and discrete inputs."},
+      {"profile", "max_gap", "integer", "0",
+       "Unused registers that one read may span on this model (it answers them)."},
+      {"profile", "max_bit_gap", "integer", "0", "The same for coils and discrete inputs."},
   };
   return keys;
 }
@@ -176,11 +250,17 @@ std::string ConfigReferenceMarkdown() {
   for (const ConfigKey& k : ConfigKeys()) {
     if (k.section != section) {
       section = k.section;
-      const bool array = section == "bus" || section == "device" || section == "device.tag";
+      const bool array = section == "bus" || section == "device" || section == "device.tag" ||
+                         section == "alarm" || section == "counter";
       out += "\n### ";
       out += array ? "[[" : "[";
       out += section;
       out += array ? "]]" : "]";
+      if (section == "profile") {
+        out +=
+            " of a profile file\n\nA profile file has one [profile] table and [[tag]] tables, "
+            "which take the keys of [[device.tag]].";
+      }
       out += "\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
     }
     out += "| `";

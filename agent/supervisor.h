@@ -1,22 +1,43 @@
-// Supervisor: builds the agent's workers from a validated Config, starts them
-// and stops them in an order that loses nothing.
+// Supervisor: builds the agent's workers from a validated Config, starts them,
+// reloads them with a new Config, and stops them in an order that loses nothing.
 //
-// Promise: Start() opens the store (creating data_dir if needed) before any
-// poller runs, so a store that cannot open stops the agent before it polls.
-// Stop() stops the pollers first, then the uplink (which waits briefly for
-// outstanding acks), then the store writer, which commits everything queued.
-// Whatever was polled is then either in the store or delivered.
+// Promise:
+// - Start() opens the store (creating data_dir if needed) before any poller
+//   runs, so a store that cannot open stops the agent before it polls.
+// - Stop() stops the pollers first, then the uplink (which waits briefly for
+//   outstanding acks), then the store writer, which commits everything queued.
+//   Whatever was polled is then either in the store or delivered.
+// - Reload() applies a new Config without losing buffered data: the pollers
+//   and the uplink stop as in Stop(); the store writer keeps running when the
+//   store's settings and the alarm and counter rules are unchanged, and
+//   otherwise commits everything queued and stops before the store is opened
+//   with the new settings (the rules keep their state in the store). The workers
+//   are then built from the new Config. If that fails, the old Config is put
+//   back and the error returned; only if that fails too is the error fatal.
+// - Status: the status thread samples every worker's counters (Collect()) and
+//   serves them on the Unix socket and the local web page. StalledWorkers()
+//   names the workers whose heartbeat is older than their stall limit.
 //
-// Threads: created, started and stopped by the main thread. Each worker runs
-// on its own thread (one per bus, one store writer, one uplink).
+// Threads: Start(), Stop(), Reload(), ReloadKeys(), LatestStatus(), Workers(), status_port() and
+// config() from the main thread. Collect() is safe from any thread (the status thread calls it).
+// Each worker runs on its own thread (one per bus, one store writer, one uplink, one status
+// thread).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "agent/config.h"
 #include "agent/core/clock.h"
+#include "agent/core/mutex.h"
 #include "agent/core/status.h"
+#include "agent/status/status_model.h"
+#include "agent/watchdog.h"
+#include "store/delivery_holds.h"
+#include "store/outbox_reader.h"
 
 namespace tagrelay {
 
@@ -29,6 +50,12 @@ class StoreWriter;
 namespace uplink {
 class Uplink;
 }
+namespace rules {
+class AlarmEngine;
+}
+namespace status {
+class StatusServer;
+}
 
 class Supervisor {
  public:
@@ -40,17 +67,83 @@ class Supervisor {
   Status Start();
   void Stop();
 
-  // Has the uplink re-read the gateway's and the devices' key files (for a
-  // reload: a rotated key needs no restart). Safe from any thread after Start().
+  // Applies `next`, which LoadConfig() validated. An error that is not
+  // kInternal means the running config stayed in force; kInternal means the
+  // agent could not get back to it and must exit.
+  Status Reload(Config next);
+
+  // Has the uplink re-read the gateway's and the devices' key files (a rotated
+  // key needs no restart).
   void ReloadKeys();
 
+  // A fresh sample of every worker (the status thread calls it about once a second).
+  status::StatusSnapshot Collect();
+  // The status thread's latest sample; nullptr before Start().
+  std::shared_ptr<const status::StatusSnapshot> LatestStatus() const;
+  // Every worker's heartbeat state now, the status thread's included.
+  std::vector<status::WorkerStatus> Workers() const;
+  // The port of the local web page (0 if none).
+  uint16_t status_port() const;
+  const Config& config() const { return config_; }
+
  private:
-  Config config_;
+  Status StartWorkers(const Config& c, bool reuse_writer) TR_REQUIRES(mu_);
+  // Takes the workers out (under the lock) and stops them outside it; the
+  // writer (and its rules) too unless `keep_writer`.
+  void StopWorkers(bool keep_writer);
+  void NotifyUplink();
+  std::vector<WorkerBeat> BeatsLocked() const TR_REQUIRES(mu_);
+  void StartStatus();
+  void StopStatus();
+  // Whether a device's poller sees its link down (for comm_loss alarms); safe
+  // from any thread (the writer thread calls it).
+  bool LinkDown(const std::string& device) const;
+
   const Clock& clock_;
-  std::unique_ptr<store::StoreWriter> writer_;
-  std::unique_ptr<uplink::Uplink> uplink_;
-  std::vector<std::unique_ptr<modbus::ModbusPoller>> pollers_;
+  Config config_;        // written by the main thread under mu_
+  const MonoTime born_;  // for the uptime
+
+  // Shared by the writer and the uplink: outlives both.
+  store::DeliveryHolds holds_;
+  mutable Mutex mu_;
+  std::unique_ptr<store::StoreWriter> writer_ TR_GUARDED_BY(mu_);
+  // The alarm and counter rules, the writer's observer; its views are thread safe.
+  std::shared_ptr<rules::AlarmEngine> engine_ TR_GUARDED_BY(mu_);
+  std::unique_ptr<uplink::Uplink> uplink_ TR_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<modbus::ModbusPoller>> pollers_ TR_GUARDED_BY(mu_);
+  std::vector<std::chrono::milliseconds> poller_limits_ TR_GUARDED_BY(mu_);
+  std::string state_ TR_GUARDED_BY(mu_) = "starting";
+  MonoTime workers_since_ TR_GUARDED_BY(mu_);
+  mutable Mutex links_mu_;
+  // device id -> its poller and index there, for LinkDown().
+  std::map<std::string, std::pair<const modbus::ModbusPoller*, size_t>> links_
+      TR_GUARDED_BY(links_mu_);
   bool started_ = false;
+
+  // The writer's commit listener reaches the current uplink through this.
+  Mutex notify_mu_;
+  uplink::Uplink* notify_target_ TR_GUARDED_BY(notify_mu_) = nullptr;
+
+  // Status thread state: the backlog (a query on its own store connection,
+  // sampled every few seconds) and the poll rates.
+  struct Rate {
+    uint64_t polls = 0;
+    MonoTime at{};
+    double rate = 0;
+  };
+  Mutex status_mu_;
+  std::optional<store::OutboxReader> status_reader_ TR_GUARDED_BY(status_mu_);
+  std::string status_reader_path_ TR_GUARDED_BY(status_mu_);
+  std::optional<store::BacklogSummary> backlog_ TR_GUARDED_BY(status_mu_);
+  int64_t backlog_at_ms_ TR_GUARDED_BY(status_mu_) = 0;
+  MonoTime next_backlog_ TR_GUARDED_BY(status_mu_){};
+  std::map<std::string, Rate> rates_ TR_GUARDED_BY(status_mu_);
+
+  std::unique_ptr<status::StatusServer> status_server_;  // main thread
 };
+
+// "3/4 devices ok, uplink connected, 120 readings unsent (oldest 4.0s)": the
+// service's STATUS= line.
+std::string NotifyStatusLine(const status::StatusSnapshot& s);
 
 }  // namespace tagrelay

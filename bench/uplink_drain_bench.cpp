@@ -107,7 +107,7 @@ DrainResult Drain(const Args& a, const std::string& db) {
   uplink::MosquittoClient* mqtt = client.get();
   uplink::Uplink up(
       o, std::move(client), std::move(reader).value(),
-      [&writer](store::DeliveryAck&& ack) { writer.SubmitAck(std::move(ack)); }, RealClock());
+      [&writer](store::StoreItem&& item) { writer.Submit(std::move(item)); }, RealClock());
   writer.SetCommitListener([&up] { up.NotifyNewData(); });
   writer.Start();
   const auto start = Clock::now();

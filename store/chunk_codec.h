@@ -39,7 +39,8 @@ struct ChunkReading {
 };
 
 // Appends the encoding of `readings` (tags given by `tag_ids`, same length) to `out`.
-void EncodeChunk(std::span<const Reading> readings, std::span<const int64_t> tag_ids, std::string* out);
+void EncodeChunk(std::span<const Reading> readings, std::span<const int64_t> tag_ids,
+                 std::string* out);
 
 // Decodes a blob that must hold exactly `count` readings; appends them to `out`.
 Status DecodeChunk(std::string_view data, int64_t count, std::vector<ChunkReading>& out);

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include "store/chunk_codec.h"
+
 namespace tagrelay::store {
 
 Result<OutboxReader> OutboxReader::Open(const std::string& path) {
@@ -11,21 +13,30 @@ Result<OutboxReader> OutboxReader::Open(const std::string& path) {
   if (!db.ok()) return db.status();
   TR_RETURN_IF_ERROR(db->Exec("PRAGMA busy_timeout = 5000; PRAGMA query_only = 1"));
   OutboxReader r(std::move(db).value());
-  Result<Stmt> devices = Stmt::Prepare(
-      r.db_,
-      "SELECT d.id, d.name, d.next_seq - 1, "
-      "  (SELECT min(seq) FROM readings r WHERE r.device_id = d.id AND r.delivered = 0) "
-      "FROM devices d ORDER BY d.id");
-  if (!devices.ok()) return devices.status();
-  Result<Stmt> fetch =
-      Stmt::Prepare(r.db_,
-                    "SELECT r.seq, t.name, r.ts, r.quality, r.vtype, r.value, r.err "
-                    "FROM readings r JOIN tags t ON t.id = r.tag_id "
-                    "WHERE r.device_id = ?1 AND r.delivered = 0 AND r.seq BETWEEN ?2 AND ?3 "
-                    "ORDER BY r.seq LIMIT ?4");
-  if (!fetch.ok()) return fetch.status();
-  r.devices_ = std::move(devices).value();
-  r.fetch_ = std::move(fetch).value();
+  struct {
+    Stmt* stmt;
+    const char* sql;
+  } const all[] = {
+      {&r.devices_,
+       "SELECT d.id, d.name, d.next_seq - 1, (SELECT min(seq_first) FROM chunks c "
+       "WHERE c.device_id = d.id AND c.delivered = 0) FROM devices d ORDER BY d.id"},
+      {&r.fetch_,
+       "SELECT seq_first, count, data FROM chunks WHERE device_id = ?1 AND delivered = 0 "
+       "AND seq_first BETWEEN ?2 AND ?3 ORDER BY seq_first"},
+      {&r.tag_, "SELECT name FROM tags WHERE id = ?1"},
+      {&r.streams_,
+       "SELECT s.stream, s.device, s.next_seq - 1, (SELECT min(seq) FROM events e WHERE "
+       "e.stream = s.stream AND e.device = s.device AND e.delivered = 0) FROM streams s "
+       "ORDER BY s.stream, s.device"},
+      {&r.events_,
+       "SELECT seq, ts, body FROM events WHERE stream = ?1 AND device = ?2 AND delivered = 0 "
+       "AND seq BETWEEN ?3 AND ?4 ORDER BY seq LIMIT ?5"},
+  };
+  for (const auto& s : all) {
+    Result<Stmt> st = Stmt::Prepare(r.db_, s.sql);
+    if (!st.ok()) return st.status();
+    *s.stmt = std::move(st).value();
+  }
   return r;
 }
 
@@ -46,42 +57,110 @@ Result<std::vector<DeviceBacklog>> OutboxReader::Devices() {
   return out;
 }
 
+Result<const std::string*> OutboxReader::TagName(int64_t tag_id) {
+  auto it = tag_names_.find(tag_id);
+  if (it != tag_names_.end()) return &it->second;
+  tag_.BindInt(1, tag_id);
+  Result<bool> row = tag_.Step();
+  std::string name = row.ok() && *row ? std::string(tag_.ColumnText(0)) : std::string();
+  tag_.Reset();
+  if (!row.ok()) return row.status();
+  if (!*row) return Status::Corruption("tag id " + std::to_string(tag_id) + " is not in the store");
+  return &tag_names_.emplace(tag_id, std::move(name)).first->second;
+}
+
 Status OutboxReader::FetchUndelivered(int64_t device_id, int64_t from_seq, int64_t to_seq,
-                                      size_t limit, std::vector<StoredReading>& out) {
+                                      size_t limit, std::vector<StoredReading>& out,
+                                      BadChunk* bad) {
   fetch_.BindInt(1, device_id);
   fetch_.BindInt(2, from_seq);
   fetch_.BindInt(3, to_seq);
-  fetch_.BindInt(4, static_cast<int64_t>(limit));
-  for (;;) {
+  size_t taken = 0;
+  std::vector<ChunkReading> decoded;
+  Status result;
+  while (taken < limit || taken == 0) {
     Result<bool> row = fetch_.Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    StoredReading r;
-    r.seq = fetch_.ColumnInt(0);
-    r.tag = std::string(fetch_.ColumnText(1));
-    r.ts_ms = fetch_.ColumnInt(2);
-    r.quality = static_cast<Quality>(fetch_.ColumnInt(3));
-    switch (fetch_.ColumnInt(4)) {
-      case 1: r.value = fetch_.ColumnInt(5) != 0; break;
-      case 2: r.value = fetch_.ColumnInt(5); break;
-      case 3: r.value = static_cast<uint64_t>(fetch_.ColumnInt(5)); break;
-      case 4: r.value = fetch_.ColumnDouble(5); break;
-      case 5: r.value = std::string(fetch_.ColumnText(5)); break;
-      default: break;  // no value
+    if (!row.ok()) {
+      result = row.status();
+      break;
     }
-    if (fetch_.ColumnType(6) != SQLITE_NULL) r.error = std::string(fetch_.ColumnText(6));
-    out.push_back(std::move(r));
+    if (!*row) break;
+    const int64_t first = fetch_.ColumnInt(0), count = fetch_.ColumnInt(1);
+    decoded.clear();
+    Status s = DecodeChunk(fetch_.ColumnBlob(2), count, decoded);
+    std::vector<StoredReading> chunk;
+    for (size_t i = 0; s.ok() && i < decoded.size(); ++i) {
+      Result<const std::string*> tag = TagName(decoded[i].tag_id);
+      if (!tag.ok()) {
+        s = tag.status();
+        break;
+      }
+      ChunkReading& c = decoded[i];
+      chunk.push_back(StoredReading{first + static_cast<int64_t>(i), **tag, c.ts_ms,
+                                    std::move(c.value), c.quality, std::move(c.error),
+                                    i + 1 == decoded.size()});
+    }
+    if (!s.ok()) {
+      if (taken == 0) {
+        if (bad != nullptr) *bad = BadChunk{first, count, s.message()};
+        result = s.WithContext("chunk seq " + std::to_string(first) + ".." +
+                               std::to_string(first + count - 1));
+      }
+      break;  // the good chunks before it go out first
+    }
+    taken += chunk.size();
+    out.insert(out.end(), std::make_move_iterator(chunk.begin()),
+               std::make_move_iterator(chunk.end()));
   }
   fetch_.Reset();
+  return result;
+}
+
+Result<std::vector<StreamBacklog>> OutboxReader::Streams() {
+  std::vector<StreamBacklog> out;
+  for (;;) {
+    Result<bool> row = streams_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    StreamBacklog b;
+    b.stream = std::string(streams_.ColumnText(0));
+    b.device = std::string(streams_.ColumnText(1));
+    b.last_seq = streams_.ColumnInt(2);
+    b.first_undelivered = streams_.ColumnType(3) == SQLITE_NULL ? 0 : streams_.ColumnInt(3);
+    out.push_back(std::move(b));
+  }
+  streams_.Reset();
+  return out;
+}
+
+Status OutboxReader::FetchEvents(const std::string& stream, const std::string& device,
+                                 int64_t from_seq, int64_t to_seq, size_t limit,
+                                 std::vector<StoredEvent>& out) {
+  events_.BindText(1, stream);
+  events_.BindText(2, device);
+  events_.BindInt(3, from_seq);
+  events_.BindInt(4, to_seq);
+  events_.BindInt(5, static_cast<int64_t>(limit));
+  for (;;) {
+    Result<bool> row = events_.Step();
+    if (!row.ok()) {
+      events_.Reset();
+      return row.status();
+    }
+    if (!*row) break;
+    out.push_back(StoredEvent{events_.ColumnInt(0), events_.ColumnInt(1),
+                              std::string(events_.ColumnText(2))});
+  }
+  events_.Reset();
   return Status::Ok();
 }
 
 Result<BacklogSummary> OutboxReader::Summary() {
   BacklogSummary out;
-  Result<Stmt> st = Stmt::Prepare(
-      db_,
-      "SELECT d.name, d.lost, (SELECT count(*) FROM readings r WHERE r.device_id = d.id AND "
-      "r.delivered = 0) FROM devices d ORDER BY d.name");
+  Result<Stmt> st =
+      Stmt::Prepare(db_,
+                    "SELECT d.name, d.lost, (SELECT coalesce(sum(count), 0) FROM chunks c WHERE "
+                    "c.device_id = d.id AND c.delivered = 0) FROM devices d ORDER BY d.name");
   if (!st.ok()) return st.status();
   for (;;) {
     Result<bool> row = st->Step();
@@ -95,7 +174,7 @@ Result<BacklogSummary> OutboxReader::Summary() {
     out.devices.push_back(std::move(d));
   }
   Result<int64_t> oldest =
-      db_.QueryInt("SELECT coalesce(min(ts), 0) FROM readings WHERE delivered = 0");
+      db_.QueryInt("SELECT coalesce(min(ts), 0) FROM chunks WHERE delivered = 0");
   if (!oldest.ok()) return oldest.status();
   out.oldest_undelivered_ts_ms = *oldest;
   Result<int64_t> events = db_.QueryInt("SELECT count(*) FROM events WHERE delivered = 0");
@@ -105,7 +184,7 @@ Result<BacklogSummary> OutboxReader::Summary() {
 }
 
 Result<int64_t> OutboxReader::CountUndelivered() {
-  return db_.QueryInt("SELECT count(*) FROM readings WHERE delivered = 0");
+  return db_.QueryInt("SELECT coalesce(sum(count), 0) FROM chunks WHERE delivered = 0");
 }
 
 }  // namespace tagrelay::store

@@ -1,14 +1,19 @@
-// OutboxReader: a read-only view of the ring for the uplink: which devices
-// have undelivered readings, and those readings in sequence order.
+// OutboxReader: a read-only view of the ring for the uplink and for status:
+// which devices and event streams have undelivered records, and those records
+// in sequence order.
 //
-// Promise: sees only committed rows (WAL snapshot per query), never blocks the
-// writer, never writes.
+// Promise: sees only committed rows (a WAL snapshot per query), never blocks
+// the writer, never writes. Readings come in whole chunks (chunk_end marks the
+// last reading of each), so that a batch built from them can end on a chunk
+// boundary. A chunk that no longer decodes is never turned into readings: it
+// is reported (BadChunk) so that the caller can have it discarded as lost.
 //
-// Threads: owned by the uplink thread; not thread safe.
+// Threads: owned by one thread (the uplink's, or the status thread's); not thread safe.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/core/status.h"
@@ -22,6 +27,20 @@ struct DeviceBacklog {
   std::string name;
   int64_t first_undelivered = 0;  // lowest undelivered seq; 0 if everything is delivered
   int64_t last_seq = 0;           // highest seq handed out; 0 if none yet
+};
+
+struct StreamBacklog {
+  std::string stream;
+  std::string device;  // "" for the gateway's own stream
+  int64_t first_undelivered = 0;
+  int64_t last_seq = 0;
+};
+
+// A stored chunk that does not decode.
+struct BadChunk {
+  int64_t seq_first = 0;
+  int64_t count = 0;
+  std::string why;
 };
 
 // What the store holds that the cloud has not acknowledged yet, for status.
@@ -45,10 +64,21 @@ class OutboxReader {
   // Every device the store knows, with its backlog bounds.
   Result<std::vector<DeviceBacklog>> Devices();
 
-  // Appends to `out` up to `limit` undelivered readings of device `device_id`
-  // with from_seq <= seq <= to_seq, in sequence order.
+  // Appends to `out` the undelivered readings of device `device_id` whose
+  // chunks start at from_seq..to_seq, in sequence order: whole chunks, until
+  // `limit` readings are reached (at least one chunk). If the first chunk does
+  // not decode, returns Corruption and describes it in `*bad`; a later bad
+  // chunk ends the fetch early with the good ones.
   Status FetchUndelivered(int64_t device_id, int64_t from_seq, int64_t to_seq, size_t limit,
-                          std::vector<StoredReading>& out);
+                          std::vector<StoredReading>& out, BadChunk* bad = nullptr);
+
+  // Every event stream the store knows, with its backlog bounds.
+  Result<std::vector<StreamBacklog>> Streams();
+
+  // Appends up to `limit` undelivered records of (stream, device) with
+  // from_seq <= seq <= to_seq, in sequence order.
+  Status FetchEvents(const std::string& stream, const std::string& device, int64_t from_seq,
+                     int64_t to_seq, size_t limit, std::vector<StoredEvent>& out);
 
   // Counts undelivered readings (all devices).
   Result<int64_t> CountUndelivered();
@@ -58,9 +88,11 @@ class OutboxReader {
 
  private:
   explicit OutboxReader(Db db) : db_(std::move(db)) {}
+  Result<const std::string*> TagName(int64_t tag_id);
 
   Db db_;
-  Stmt devices_, fetch_;
+  Stmt devices_, fetch_, tag_, streams_, events_;
+  std::unordered_map<int64_t, std::string> tag_names_;  // tags are never renamed or reused
 };
 
 }  // namespace tagrelay::store

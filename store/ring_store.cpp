@@ -11,60 +11,26 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <type_traits>
 
 #include "agent/core/json_writer.h"
 #include "agent/core/log.h"
+#include "store/chunk_codec.h"
 #include "store/schema.h"
 
 namespace tagrelay::store {
 namespace {
 
-enum VType : int { kNone = 0, kBool = 1, kInt = 2, kUint = 3, kDouble = 4, kText = 5 };
-
-constexpr const char* kEventsKey = "#events";  // device names cannot contain '#'
 constexpr size_t kCorruptCopiesKept = 3;
 constexpr double kHighWater = 0.90;  // start evicting above this share of the cap ...
 constexpr double kLowWater = 0.75;   // ... down to this share
-constexpr uint64_t kMinRowBytes = 32;
-constexpr size_t kRowsPerInsert = 8;
+constexpr uint64_t kMinChunkBytes = 32;
 
-std::string MultiRowInsert(size_t rows) {
-  std::string sql =
-      "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) VALUES ";
-  for (size_t r = 0; r < rows; ++r) {
-    sql += r == 0 ? "(" : ", (";
-    for (int c = 1; c <= 8; ++c)
-      sql += "?" + std::to_string(8 * r + static_cast<size_t>(c)) + (c < 8 ? ", " : ")");
-  }
-  return sql;
-}
-
-void BindValue(Stmt& st, int vtype_index, int value_index, const Value& v) {
-  std::visit(
-      [&](const auto& x) {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::monostate>) {
-          st.BindInt(vtype_index, kNone);
-          st.BindNull(value_index);
-        } else if constexpr (std::is_same_v<T, bool>) {
-          st.BindInt(vtype_index, kBool);
-          st.BindInt(value_index, x ? 1 : 0);
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          st.BindInt(vtype_index, kInt);
-          st.BindInt(value_index, x);
-        } else if constexpr (std::is_same_v<T, uint64_t>) {
-          st.BindInt(vtype_index, kUint);
-          st.BindInt(value_index, static_cast<int64_t>(x));  // bit pattern kept; vtype restores it
-        } else if constexpr (std::is_same_v<T, double>) {
-          st.BindInt(vtype_index, kDouble);
-          st.BindDouble(value_index, x);
-        } else {
-          st.BindInt(vtype_index, kText);
-          st.BindText(value_index, x);
-        }
-      },
-      v);
+// The key of a stream's sequence in the marks file; device names cannot
+// contain '/', so these never meet a device's own key (its name).
+std::string StreamKey(const std::string& stream, const std::string& device) {
+  return stream + "/" + device;
 }
 
 std::string DirOf(const std::string& path) {
@@ -138,19 +104,23 @@ Result<Db> OpenChecked(const StoreOptions& o, bool* created) {
   return db;
 }
 
-std::string LossBody(int64_t first, int64_t last, int64_t count, const char* reason) {
+}  // namespace
+
+std::string LossRecord(int64_t ts_ms, std::string_view device, int64_t first, int64_t last,
+                       int64_t count, std::string_view reason) {
   std::string body;
   JsonWriter w(&body);
   w.BeginObject();
+  w.Key("kind").String("readings_lost");
+  w.Key("ts").Int(ts_ms);
+  w.Key("device").String(device);
   w.Key("seq_first").Int(first);
   w.Key("seq_last").Int(last);
-  w.Key("count").Int(count);
+  if (count > 0) w.Key("count").Int(count);
   w.Key("reason").String(reason);
   w.EndObject();
   return body;
 }
-
-}  // namespace
 
 Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, OpenReport* report,
                                                    const Clock& clock) {
@@ -178,27 +148,23 @@ Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, 
   }
   std::unique_ptr<RingStore> store(
       new RingStore(std::move(db).value(), options, std::move(marks).value(), clock));
+  store->created_ = rep.created;
   TR_RETURN_IF_ERROR(store->Prepare());
   TR_RETURN_IF_ERROR(store->LoadCounts());
 
   // The marks must cover whatever the database already holds.
   std::map<std::string, int64_t> last;
-  Result<Stmt> all = Stmt::Prepare(store->db_, "SELECT name, next_seq FROM devices");
-  if (!all.ok()) return all.status();
-  for (;;) {
-    Result<bool> row = all->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    last[std::string(all->ColumnText(0))] = all->ColumnInt(1) - 1;
+  for (const char* sql : {"SELECT name, next_seq FROM devices",
+                          "SELECT stream || '/' || device, next_seq FROM streams"}) {
+    Result<Stmt> all = Stmt::Prepare(store->db_, sql);
+    if (!all.ok()) return all.status();
+    for (;;) {
+      Result<bool> row = all->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      last[std::string(all->ColumnText(0))] = all->ColumnInt(1) - 1;
+    }
   }
-  if (rep.created) {
-    // A new database continues event numbering above what a lost one used.
-    store->next_event_seq_ = store->reservations_.Mark(kEventsKey);
-    TR_RETURN_IF_ERROR(
-        store->db_.Exec("UPDATE meta SET value = " + std::to_string(store->next_event_seq_) +
-                        " WHERE key = 'next_event_seq'"));
-  }
-  last[kEventsKey] = store->next_event_seq_ - 1;
   TR_RETURN_IF_ERROR(store->reservations_.Cover(last));
   return store;
 }
@@ -212,6 +178,10 @@ RingStore::RingStore(Db db, const StoreOptions& options, SequenceReservations re
       clock_(clock) {}
 
 Status RingStore::Prepare() {
+  // The uplink's held ranges, copied in for each eviction (connection-private).
+  TR_RETURN_IF_ERROR(
+      db_.Exec("CREATE TEMP TABLE IF NOT EXISTS held (device_id INTEGER NOT NULL, "
+               "first INTEGER NOT NULL, last INTEGER NOT NULL)"));
   struct {
     Stmt* stmt;
     const char* sql;
@@ -221,42 +191,54 @@ Status RingStore::Prepare() {
       {&update_seq_, "UPDATE devices SET next_seq = ?2 WHERE id = ?1"},
       {&find_tag_, "SELECT id FROM tags WHERE device_id = ?1 AND name = ?2"},
       {&insert_tag_, "INSERT INTO tags (device_id, name) VALUES (?1, ?2)"},
-      {&insert_reading_,
-       "INSERT INTO readings (device_id, seq, tag_id, ts, quality, vtype, value, err) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
+      {&insert_chunk_,
+       "INSERT INTO chunks (device_id, seq_first, count, ts, data) VALUES (?1, ?2, ?3, ?4, ?5)"},
       {&mark_delivered_,
-       "UPDATE readings SET delivered = 1 "
-       "WHERE device_id = ?1 AND seq BETWEEN ?2 AND ?3 AND delivered = 0"},
+       "UPDATE chunks SET delivered = 1 WHERE device_id = ?1 AND delivered = 0 AND "
+       "seq_first BETWEEN ?2 AND ?3 AND seq_first + count - 1 <= ?3"},
+      {&find_stream_, "SELECT next_seq FROM streams WHERE stream = ?1 AND device = ?2"},
+      {&insert_stream_,
+       "INSERT INTO streams (stream, device, next_seq) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT (stream, device) DO UPDATE SET next_seq = excluded.next_seq"},
       {&insert_event_,
-       "INSERT INTO events (seq, kind, device, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)"},
-      {&mark_event_, "UPDATE events SET delivered = 1 WHERE seq = ?1"},
-      {&set_next_event_, "UPDATE meta SET value = ?1 WHERE key = 'next_event_seq'"},
+       "INSERT INTO events (stream, device, seq, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)"},
+      {&mark_events_,
+       "UPDATE events SET delivered = 1 WHERE stream = ?1 AND device = ?2 AND delivered = 0 "
+       "AND seq BETWEEN ?3 AND ?4"},
       {&add_lost_, "UPDATE devices SET lost = lost + ?2 WHERE id = ?1"},
       {&page_count_, "PRAGMA page_count"},
       {&freelist_count_, "PRAGMA freelist_count"},
       {&delete_delivered_,
-       "DELETE FROM readings WHERE id IN "
-       "(SELECT id FROM readings WHERE delivered = 1 ORDER BY id LIMIT ?1)"},
+       "DELETE FROM chunks WHERE id IN "
+       "(SELECT id FROM chunks WHERE delivered = 1 ORDER BY id LIMIT ?1) RETURNING count"},
       {&delete_delivered_events_,
-       "DELETE FROM events WHERE seq IN "
-       "(SELECT seq FROM events WHERE delivered = 1 ORDER BY seq LIMIT ?1)"},
-      {&oldest_undelivered_,
-       "SELECT r.device_id, d.name, min(r.seq), max(r.seq), count(*) FROM "
-       "(SELECT device_id, seq FROM readings WHERE delivered = 0 ORDER BY id LIMIT ?1) r "
-       "JOIN devices d ON d.id = r.device_id GROUP BY r.device_id"},
-      {&delete_oldest_,
-       "DELETE FROM readings WHERE id IN "
-       "(SELECT id FROM readings WHERE delivered = 0 ORDER BY id LIMIT ?1)"},
+       "DELETE FROM events WHERE id IN "
+       "(SELECT id FROM events WHERE delivered = 1 ORDER BY id LIMIT ?1)"},
+      {&undelivered_oldest_,
+       // ?2 = 1: skip chunks that overlap a held range (see DeliveryHolds).
+       "SELECT c.id, c.device_id, d.name, c.seq_first, c.count FROM chunks c "
+       "JOIN devices d ON d.id = c.device_id WHERE c.delivered = 0 AND (?2 = 0 OR NOT EXISTS "
+       "(SELECT 1 FROM temp.held h WHERE h.device_id = c.device_id "
+       "AND h.first <= c.seq_first + c.count - 1 AND h.last >= c.seq_first)) "
+       "ORDER BY c.id LIMIT ?1"},
+      {&undelivered_range_,
+       "SELECT c.id, c.device_id, d.name, c.seq_first, c.count FROM chunks c "
+       "JOIN devices d ON d.id = c.device_id WHERE c.device_id = ?1 AND c.delivered = 0 "
+       "AND c.seq_first BETWEEN ?2 AND ?3"},
+      {&delete_chunk_, "DELETE FROM chunks WHERE id = ?1"},
+      {&clear_held_, "DELETE FROM temp.held"},
+      {&insert_held_,
+       "INSERT INTO temp.held (device_id, first, last) SELECT id, ?2, ?3 FROM devices "
+       "WHERE name = ?1"},
+      {&put_state_,
+       "INSERT INTO state (key, value) VALUES (?1, ?2) "
+       "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
   };
   for (const auto& s : all) {
     Result<Stmt> st = Stmt::Prepare(db_, s.sql);
     if (!st.ok()) return st.status();
     *s.stmt = std::move(st).value();
   }
-  Result<Stmt> multi = Stmt::Prepare(db_, MultiRowInsert(kRowsPerInsert));
-  if (!multi.ok()) return multi.status();
-  insert_readings_ = std::move(multi).value();
-
   Result<int64_t> page_size = db_.QueryInt("PRAGMA page_size");
   if (!page_size.ok()) return page_size.status();
   page_size_ = static_cast<uint64_t>(*page_size);
@@ -281,15 +263,15 @@ std::string RingStore::LimitPragmas(const Limits& l) {
 }
 
 Status RingStore::LoadCounts() {
-  Result<int64_t> readings = db_.QueryInt("SELECT count(*) FROM readings");
+  Result<int64_t> readings = db_.QueryInt("SELECT coalesce(sum(count), 0) FROM chunks");
   if (!readings.ok()) return readings.status();
+  Result<int64_t> chunks = db_.QueryInt("SELECT count(*) FROM chunks");
+  if (!chunks.ok()) return chunks.status();
   Result<int64_t> events = db_.QueryInt("SELECT count(*) FROM events");
   if (!events.ok()) return events.status();
-  Result<int64_t> next = db_.QueryInt("SELECT value FROM meta WHERE key = 'next_event_seq'");
-  if (!next.ok()) return next.status();
   readings_ = *readings;
+  chunks_ = *chunks;
   events_ = *events;
-  next_event_seq_ = *next;
   return Status::Ok();
 }
 
@@ -359,6 +341,7 @@ Status RingStore::Insert(const SequencedBatch& batch) {
   DeviceEntry& d = **dev;
   const size_t n = batch.readings.size();
   if (d.poll_order.size() < n) d.poll_order.resize(n);
+  std::vector<int64_t> tag_ids(n);
   for (size_t i = 0; i < n; ++i) {
     auto& [cached_name, tag_id] = d.poll_order[i];
     if (tag_id == 0 || cached_name != batch.readings[i].tag) {
@@ -367,34 +350,16 @@ Status RingStore::Insert(const SequencedBatch& batch) {
       cached_name = batch.readings[i].tag;
       tag_id = *id;
     }
+    tag_ids[i] = tag_id;
   }
-  // Rows go in kRowsPerInsert at a time, the rest one by one: one statement
-  // per row would spend as much time in statement overhead as in the B-trees.
-  size_t i = 0;
-  auto bind_row = [&](Stmt& st, int base, size_t k) {
-    const Reading& r = batch.readings[k];
-    st.BindInt(base + 1, d.id);
-    st.BindInt(base + 2, batch.seq_first + static_cast<int64_t>(k));
-    st.BindInt(base + 3, d.poll_order[k].second);
-    st.BindInt(base + 4, r.ts_ms);
-    st.BindInt(base + 5, static_cast<int>(r.quality));
-    BindValue(st, base + 6, base + 7, r.value);
-    if (r.error.empty()) {
-      st.BindNull(base + 8);
-    } else {
-      st.BindText(base + 8, r.error);
-    }
-  };
-  for (; i + kRowsPerInsert <= n; i += kRowsPerInsert) {
-    for (size_t k = 0; k < kRowsPerInsert; ++k)
-      bind_row(insert_readings_, static_cast<int>(8 * k), i + k);
-    TR_RETURN_IF_ERROR(insert_readings_.Run());
+  const size_t max = std::max<size_t>(1, options_.max_chunk_readings);
+  const std::span<const Reading> all(batch.readings);
+  for (size_t i = 0; i < n; i += max) {
+    const size_t len = std::min(max, n - i);
+    TR_RETURN_IF_ERROR(InsertChunk(d, batch.seq_first + static_cast<int64_t>(i),
+                                   all.subspan(i, len),
+                                   std::span<const int64_t>(tag_ids).subspan(i, len)));
   }
-  for (; i < n; ++i) {
-    bind_row(insert_reading_, 0, i);
-    TR_RETURN_IF_ERROR(insert_reading_.Run());
-  }
-  readings_ += static_cast<int64_t>(n);
   const int64_t next = batch.seq_first + static_cast<int64_t>(n);
   if (next > d.next_seq) {
     d.next_seq = next;
@@ -405,21 +370,53 @@ Status RingStore::Insert(const SequencedBatch& batch) {
   return Status::Ok();
 }
 
+Status RingStore::InsertChunk(DeviceEntry& d, int64_t seq_first, std::span<const Reading> readings,
+                              std::span<const int64_t> tag_ids) {
+  std::string data;
+  data.reserve(16 + readings.size() * 14);
+  EncodeChunk(readings, tag_ids, &data);
+  insert_chunk_.BindInt(1, d.id);
+  insert_chunk_.BindInt(2, seq_first);
+  insert_chunk_.BindInt(3, static_cast<int64_t>(readings.size()));
+  insert_chunk_.BindInt(4, readings.front().ts_ms);
+  insert_chunk_.BindBlob(5, data);
+  TR_RETURN_IF_ERROR(insert_chunk_.Run());
+  readings_ += static_cast<int64_t>(readings.size());
+  ++chunks_;
+  return Status::Ok();
+}
+
+Result<int64_t*> RingStore::StreamNext(const std::string& stream, const std::string& device) {
+  const auto key = std::make_pair(stream, device);
+  auto it = streams_.find(key);
+  if (it != streams_.end()) return &it->second;
+  find_stream_.BindText(1, stream);
+  find_stream_.BindText(2, device);
+  Result<bool> row = find_stream_.Step();
+  const int64_t next = row.ok() && *row ? find_stream_.ColumnInt(0) : 0;
+  find_stream_.Reset();
+  if (!row.ok()) return row.status();
+  // A stream the database does not know continues above what a lost database used.
+  return &streams_.emplace(key, *row ? next : reservations_.Mark(StreamKey(stream, device)))
+              .first->second;
+}
+
 Status RingStore::InsertEvent(const NewEvent& e) {
-  insert_event_.BindInt(1, next_event_seq_);
-  insert_event_.BindText(2, e.kind);
-  if (e.device.empty()) {
-    insert_event_.BindNull(3);
-  } else {
-    insert_event_.BindText(3, e.device);
-  }
+  Result<int64_t*> next = StreamNext(e.stream, e.device);
+  if (!next.ok()) return next.status();
+  int64_t& seq = **next;
+  insert_event_.BindText(1, e.stream);
+  insert_event_.BindText(2, e.device);
+  insert_event_.BindInt(3, seq);
   insert_event_.BindInt(4, e.ts_ms);
   insert_event_.BindText(5, e.body);
   TR_RETURN_IF_ERROR(insert_event_.Run());
-  ++next_event_seq_;
+  ++seq;
   ++events_;
-  set_next_event_.BindInt(1, next_event_seq_);
-  return set_next_event_.Run();
+  insert_stream_.BindText(1, e.stream);
+  insert_stream_.BindText(2, e.device);
+  insert_stream_.BindInt(3, seq);
+  return insert_stream_.Run();
 }
 
 Status RingStore::MarkDelivered(const DeliveryAck& ack) {
@@ -431,18 +428,95 @@ Status RingStore::MarkDelivered(const DeliveryAck& ack) {
   return mark_delivered_.Run();
 }
 
+Status RingStore::MarkEventsDelivered(const EventAck& ack) {
+  mark_events_.BindText(1, ack.stream);
+  mark_events_.BindText(2, ack.device);
+  mark_events_.BindInt(3, ack.seq_first);
+  mark_events_.BindInt(4, ack.seq_last);
+  return mark_events_.Run();
+}
+
+Status RingStore::Discard(const DiscardReadings& d) {
+  Result<DeviceEntry*> dev = Device(d.device, 1);
+  if (!dev.ok()) return dev.status();
+  undelivered_range_.BindInt(1, (*dev)->id);
+  undelivered_range_.BindInt(2, d.seq_first);
+  undelivered_range_.BindInt(3, d.seq_last);
+  return DropUndelivered(undelivered_range_, d.reason.c_str()).status();
+}
+
+Result<int64_t> RingStore::DropUndelivered(Stmt& select, const char* reason) {
+  struct Chunk {
+    int64_t id, device_id;
+    std::string device;
+    int64_t first, count;
+  };
+  std::vector<Chunk> chunks;
+  for (;;) {
+    Result<bool> row = select.Step();
+    if (!row.ok()) {
+      select.Reset();
+      return row.status();
+    }
+    if (!*row) break;
+    chunks.push_back(Chunk{select.ColumnInt(0), select.ColumnInt(1),
+                           std::string(select.ColumnText(2)), select.ColumnInt(3),
+                           select.ColumnInt(4)});
+  }
+  select.Reset();
+  for (const Chunk& c : chunks) {
+    delete_chunk_.BindInt(1, c.id);
+    TR_RETURN_IF_ERROR(delete_chunk_.Run());
+  }
+  chunks_ -= static_cast<int64_t>(chunks.size());
+  // One loss per run of consecutive seqs, so that a range never claims a
+  // reading that is still stored (or was delivered) between two lost ones.
+  std::sort(chunks.begin(), chunks.end(), [](const Chunk& x, const Chunk& y) {
+    return x.device_id != y.device_id ? x.device_id < y.device_id : x.first < y.first;
+  });
+  for (size_t i = 0; i < chunks.size();) {
+    const Chunk& head = chunks[i];
+    int64_t last = head.first + head.count - 1, count = head.count;
+    size_t j = i + 1;
+    for (;
+         j < chunks.size() && chunks[j].device_id == head.device_id && chunks[j].first == last + 1;
+         ++j) {
+      last += chunks[j].count;
+      count += chunks[j].count;
+    }
+    readings_ -= count;
+    add_lost_.BindInt(1, head.device_id);
+    add_lost_.BindInt(2, count);
+    TR_RETURN_IF_ERROR(add_lost_.Run());
+    TR_RETURN_IF_ERROR(InsertEvent(
+        NewEvent{std::string(kStreamEvents), "", clock_.wall_ms(),
+                 LossRecord(clock_.wall_ms(), head.device, head.first, last, count, reason)}));
+    evicted_undelivered_ += static_cast<uint64_t>(count);
+    LogDevice(LogLevel::kWarning, "store", head.device,
+              std::to_string(count) + " undelivered readings, seq " + std::to_string(head.first) +
+                  ".." + std::to_string(last) + ", are lost (" + reason + ")");
+    i = j;
+  }
+  return static_cast<int64_t>(chunks.size());
+}
+
 Status RingStore::Apply(const std::vector<WriteItem>& group) {
   for (const WriteItem& item : group) {
     Status s;
     if (const auto* b = std::get_if<SequencedBatch>(&item)) {
-      s = Insert(*b);
+      if (!b->readings.empty()) s = Insert(*b);
     } else if (const auto* a = std::get_if<DeliveryAck>(&item)) {
       s = MarkDelivered(*a);
     } else if (const auto* e = std::get_if<NewEvent>(&item)) {
       s = InsertEvent(*e);
+    } else if (const auto* ea = std::get_if<EventAck>(&item)) {
+      s = MarkEventsDelivered(*ea);
+    } else if (const auto* st = std::get_if<StateUpdate>(&item)) {
+      put_state_.BindText(1, st->key);
+      put_state_.BindText(2, st->value);
+      s = put_state_.Run();
     } else {
-      mark_event_.BindInt(1, std::get<EventAck>(item).seq);
-      s = mark_event_.Run();
+      s = Discard(std::get<DiscardReadings>(item));
     }
     TR_RETURN_IF_ERROR(s);
   }
@@ -456,7 +530,7 @@ Status RingStore::Commit() {
   // before the transaction commits.
   std::map<std::string, int64_t> last;
   for (const auto& [name, d] : devices_) last[name] = d.next_seq - 1;
-  last[kEventsKey] = next_event_seq_ - 1;
+  for (const auto& [key, next] : streams_) last[StreamKey(key.first, key.second)] = next - 1;
   TR_RETURN_IF_ERROR(reservations_.Cover(last));
   return db_.Exec("COMMIT");
 }
@@ -464,6 +538,7 @@ Status RingStore::Commit() {
 void RingStore::Rollback() {
   (void)db_.Exec("ROLLBACK");
   devices_.clear();  // the caches may hold ids and counters that were rolled back
+  streams_.clear();
   Status s = LoadCounts();
   if (!s.ok()) Log(LogLevel::kError, "store", "reload counters after rollback: " + s.ToString());
 }
@@ -477,14 +552,16 @@ Status RingStore::ApplyInTransaction(const std::vector<WriteItem>& group) {
 }
 
 Status RingStore::WriteGroup(const std::vector<WriteItem>& group) {
-  uint64_t rows = 0;
+  uint64_t chunks = 0;
+  const size_t max = std::max<size_t>(1, options_.max_chunk_readings);
   for (const WriteItem& item : group) {
-    if (const auto* b = std::get_if<SequencedBatch>(&item)) rows += b->readings.size();
+    if (const auto* b = std::get_if<SequencedBatch>(&item))
+      chunks += (b->readings.size() + max - 1) / max;
   }
-  const uint64_t need = rows * RowBytes();
+  const uint64_t need = chunks * ChunkBytes();
   TR_RETURN_IF_ERROR(MakeRoom(need, /*force=*/false).WithContext("store eviction"));
   Status s = ApplyInTransaction(group);
-  if (s.code() == StatusCode::kResourceExhausted && readings_ > 0 && AtCap()) {
+  if (s.code() == StatusCode::kResourceExhausted && chunks_ > 0 && AtCap()) {
     // SQLITE_FULL at the cap: the group outgrew the headroom under it. Make more
     // room once. Below the cap SQLITE_FULL means the disk itself is full, and
     // evicting would throw away readings for nothing: the caller retries later.
@@ -493,14 +570,21 @@ Status RingStore::WriteGroup(const std::vector<WriteItem>& group) {
     s = ApplyInTransaction(group);
   }
   if (!s.ok()) return s.WithContext("store write");
+  if (holds_ != nullptr) {  // delivered now for the ring too: no longer the uplink's to hold
+    for (const WriteItem& item : group) {
+      if (const auto* a = std::get_if<DeliveryAck>(&item)) {
+        holds_->Release(a->device, a->seq_first, a->seq_last);
+      }
+    }
+  }
   AfterCommit();
   return Status::Ok();
 }
 
-uint64_t RingStore::RowBytes() const {
-  const int64_t rows = readings_ + events_;
-  if (rows <= 0) return 100;
-  return std::max(kMinRowBytes, UsedPages() * page_size_ / static_cast<uint64_t>(rows));
+uint64_t RingStore::ChunkBytes() const {
+  const int64_t rows = chunks_ + events_;
+  if (rows <= 0) return 4096;
+  return std::max(kMinChunkBytes, UsedPages() * page_size_ / static_cast<uint64_t>(rows));
 }
 
 bool RingStore::AtCap() const {
@@ -535,18 +619,54 @@ Status RingStore::MakeRoom(uint64_t need_bytes, bool force) {
   if (!force && used + need_bytes <= static_cast<uint64_t>(cap * kHighWater)) return Status::Ok();
   const uint64_t low = static_cast<uint64_t>(cap * kLowWater);
   const uint64_t target = used + need_bytes > low ? used + need_bytes - low : need_bytes;
-  const int64_t n = static_cast<int64_t>(target / RowBytes()) + 1;
+  const int64_t n = static_cast<int64_t>(target / ChunkBytes()) + 1;
 
+  // No fetch of the uplink runs while the ring evicts: it either sees the
+  // ranges a fetch holds or has committed before the fetch reads.
+  std::optional<DeliveryHolds::Exclusion> exclusion;
+  if (holds_ != nullptr) exclusion.emplace(*holds_);
   TR_RETURN_IF_ERROR(Begin());
   Status s = [&]() -> Status {
     delete_delivered_events_.BindInt(1, n);
     TR_RETURN_IF_ERROR(delete_delivered_events_.Run());
     events_ -= db_.Changes();
     delete_delivered_.BindInt(1, n);
-    TR_RETURN_IF_ERROR(delete_delivered_.Run());
-    const int64_t gone = db_.Changes();
-    readings_ -= gone;
-    if (gone < n) TR_RETURN_IF_ERROR(EvictUndelivered(n - gone));
+    int64_t gone = 0;
+    for (;;) {  // RETURNING count: one row per deleted chunk
+      Result<bool> row = delete_delivered_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      readings_ -= delete_delivered_.ColumnInt(0);
+      ++gone;
+    }
+    delete_delivered_.Reset();
+    chunks_ -= gone;
+    if (gone >= n) return Status::Ok();
+    // The oldest undelivered chunks go next, except those on their way to the
+    // cloud; those too only if nothing else is left.
+    TR_RETURN_IF_ERROR(clear_held_.Run());
+    const std::vector<HeldRange> held =
+        holds_ != nullptr ? holds_->Held() : std::vector<HeldRange>{};
+    for (const HeldRange& h : held) {
+      insert_held_.BindText(1, h.device);
+      insert_held_.BindInt(2, h.first);
+      insert_held_.BindInt(3, h.last);
+      TR_RETURN_IF_ERROR(insert_held_.Run());
+    }
+    for (const bool skip_held : {true, false}) {
+      if (!skip_held && held.empty()) break;
+      undelivered_oldest_.BindInt(1, n - gone);
+      undelivered_oldest_.BindInt(2, skip_held ? 1 : 0);
+      Result<int64_t> dropped = DropUndelivered(undelivered_oldest_, kLossRingFull);
+      if (!dropped.ok()) return dropped.status();
+      if (!skip_held && *dropped > 0) {
+        Log(LogLevel::kWarning, "store",
+            "the ring is full of readings on their way to the cloud; some of them were evicted "
+            "and are reported lost, though they may still arrive");
+      }
+      gone += *dropped;
+      if (gone >= n) break;
+    }
     return Status::Ok();
   }();
   if (s.ok()) s = Commit();
@@ -555,42 +675,6 @@ Status RingStore::MakeRoom(uint64_t need_bytes, bool force) {
     return s;
   }
   ShrinkFile();
-  return Status::Ok();
-}
-
-Status RingStore::EvictUndelivered(int64_t n) {
-  struct Loss {
-    int64_t device_id;
-    std::string device;
-    int64_t first, last, count;
-  };
-  std::vector<Loss> losses;
-  oldest_undelivered_.BindInt(1, n);
-  for (;;) {
-    Result<bool> row = oldest_undelivered_.Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    losses.push_back(Loss{oldest_undelivered_.ColumnInt(0),
-                          std::string(oldest_undelivered_.ColumnText(1)),
-                          oldest_undelivered_.ColumnInt(2), oldest_undelivered_.ColumnInt(3),
-                          oldest_undelivered_.ColumnInt(4)});
-  }
-  oldest_undelivered_.Reset();
-  delete_oldest_.BindInt(1, n);
-  TR_RETURN_IF_ERROR(delete_oldest_.Run());
-  readings_ -= db_.Changes();
-  for (const Loss& l : losses) {
-    add_lost_.BindInt(1, l.device_id);
-    add_lost_.BindInt(2, l.count);
-    TR_RETURN_IF_ERROR(add_lost_.Run());
-    TR_RETURN_IF_ERROR(InsertEvent(NewEvent{"readings_lost", l.device, clock_.wall_ms(),
-                                            LossBody(l.first, l.last, l.count, kLossRingFull)}));
-    evicted_undelivered_ += static_cast<uint64_t>(l.count);
-    LogDevice(LogLevel::kWarning, "store", l.device,
-              "store full (max_bytes " + std::to_string(options_.max_bytes) + "): evicted " +
-                  std::to_string(l.count) + " undelivered readings, seq " +
-                  std::to_string(l.first) + ".." + std::to_string(l.last));
-  }
   return Status::Ok();
 }
 
@@ -611,6 +695,19 @@ void RingStore::AfterCommit() {
   if (!s.ok()) Log(LogLevel::kWarning, "store", "checkpoint: " + s.ToString());
 }
 
+Result<std::map<std::string, std::string>> RingStore::LoadState() {
+  Result<Stmt> st = Stmt::Prepare(db_, "SELECT key, value FROM state");
+  if (!st.ok()) return st.status();
+  std::map<std::string, std::string> out;
+  for (;;) {
+    Result<bool> row = st->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    out.emplace(std::string(st->ColumnText(0)), std::string(st->ColumnText(1)));
+  }
+  return out;
+}
+
 RingUsage RingStore::Usage() const {
   RingUsage u;
   u.max_bytes = options_.max_bytes;
@@ -618,6 +715,7 @@ RingUsage RingStore::Usage() const {
   u.wal_bytes = FileBytes(path_ + "-wal");
   u.used_bytes = UsedPages() * page_size_;
   u.readings = readings_;
+  u.chunks = chunks_;
   u.events = events_;
   u.evicted_undelivered = evicted_undelivered_;
   return u;

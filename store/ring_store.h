@@ -1,18 +1,24 @@
-// RingStore: the writer's connection to the SQLite ring: readings with their
-// per-device sequence numbers, events for the cloud, and delivery state.
+// RingStore: the writer's connection to the SQLite ring: readings in chunks
+// (one row per poll, at most max_chunk_readings each, see chunk_codec.h) with
+// their per-device sequence numbers, records of the event streams, and their
+// delivery state.
 //
 // Promise:
 // - WriteGroup() applies a whole group in one transaction, or none of it.
-// - Sequence numbers are never handed out twice: a device's counter is
-//   persisted with its rows, and high-water marks in a file next to the
-//   database (SequenceReservations) keep numbers unique when the database
-//   itself is lost.
+// - Sequence numbers (of readings per device, of records per stream and
+//   device) are never handed out twice: counters are persisted with the rows,
+//   and high-water marks in a file next to the database (SequenceReservations)
+//   keep numbers unique when the database itself is lost.
 // - The database plus its WAL stay within max_bytes: the database is capped
 //   (PRAGMA max_page_count) below max_bytes minus a WAL budget, the WAL is
 //   checkpointed and truncated to its budget. When the ring nears its cap,
-//   delivered rows go first, then the oldest undelivered readings; every
-//   undelivered reading that goes is counted per device and reported in a
-//   readings_lost event (device, seq range, count, reason).
+//   delivered chunks and records go first, then the oldest undelivered chunks;
+//   every undelivered reading that goes is counted per device and reported in
+//   a readings_lost record (device, seq range, count, reason) on the gateway's
+//   events stream. Chunks the uplink holds (DeliveryHolds: fetched, or sent
+//   and not yet acked) go last, so that what is being delivered is not
+//   reported lost.
+// - A chunk is marked delivered only when one ack covers all of its readings.
 // - Open() refuses a database newer than this binary without touching it, and
 //   moves a corrupt one (it fails to open or PRAGMA quick_check) aside as
 //   corrupt-<time>.db, keeping the newest three, then starts afresh.
@@ -20,18 +26,26 @@
 // Threads: owned by the store writer thread; not thread safe.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "agent/core/clock.h"
 #include "agent/core/status.h"
+#include "store/delivery_holds.h"
 #include "store/seq_reservations.h"
 #include "store/sqlite.h"
 #include "store/types.h"
 
 namespace tagrelay::store {
+
+// The body of a readings_lost record on the gateway's events stream.
+std::string LossRecord(int64_t ts_ms, std::string_view device, int64_t first, int64_t last,
+                       int64_t count, std::string_view reason);
 
 struct OpenReport {
   bool created = false;     // the database is new (first start, or after a quarantine)
@@ -45,13 +59,14 @@ struct RingUsage {
   uint64_t wal_bytes = 0;   // its WAL file
   uint64_t used_bytes = 0;  // pages in use (the rest of the file is free pages)
   int64_t readings = 0;
+  int64_t chunks = 0;
   int64_t events = 0;
   uint64_t evicted_undelivered = 0;  // readings lost to the bound since the store opened
 };
 
 class RingStore {
  public:
-  // `clock` stamps the events the store itself raises (readings_lost).
+  // `clock` stamps the records the store itself raises (readings_lost).
   static Result<std::unique_ptr<RingStore>> Open(const StoreOptions& options,
                                                  OpenReport* report = nullptr,
                                                  const Clock& clock = RealClock());
@@ -70,7 +85,15 @@ class RingStore {
   Status WriteGroup(const std::vector<WriteItem>& group);
 
   RingUsage Usage() const;
+
+  // The ranges the uplink holds (not owned; may be null): eviction passes over
+  // them while it can, and an ack committed here releases its range. Set
+  // before the first WriteGroup.
+  void SetHolds(DeliveryHolds* holds) { holds_ = holds; }
   const std::string& path() const { return path_; }
+
+  // The state the writer's observers kept (StateUpdate), key -> value.
+  Result<std::map<std::string, std::string>> LoadState();
 
   // How max_bytes is shared: the WAL's budget (checkpointed at half of it and
   // truncated to it) and the database's page cap. The writer's connection runs
@@ -100,6 +123,7 @@ class RingStore {
   Status LoadCounts();
   Result<DeviceEntry*> Device(const std::string& name, int64_t first_seq);
   Result<int64_t> TagId(DeviceEntry& d, const std::string& tag);
+  Result<int64_t*> StreamNext(const std::string& stream, const std::string& device);
 
   // Transactions: Commit() first makes the sequence marks cover every number
   // handed out; Rollback() also drops the caches.
@@ -109,17 +133,25 @@ class RingStore {
   Status ApplyInTransaction(const std::vector<WriteItem>& group);
   Status Apply(const std::vector<WriteItem>& group);
   Status Insert(const SequencedBatch& batch);
+  Status InsertChunk(DeviceEntry& d, int64_t seq_first, std::span<const Reading> readings,
+                     std::span<const int64_t> tag_ids);
   Status InsertEvent(const NewEvent& event);
   Status MarkDelivered(const DeliveryAck& ack);
+  Status MarkEventsDelivered(const EventAck& ack);
+  Status Discard(const DiscardReadings& d);
 
   // Eviction: when `need_bytes` more would pass the high-water mark (or when
-  // forced), deletes delivered rows, then the oldest undelivered readings, in
-  // one transaction, down to the low-water mark.
+  // forced), deletes delivered chunks and records, then the oldest undelivered
+  // chunks, in one transaction, down to the low-water mark.
   Status MakeRoom(uint64_t need_bytes, bool force);
-  Status EvictUndelivered(int64_t n);
+  // Deletes the undelivered chunks that `select` (bound; id, device_id,
+  // device, seq_first, count) lists, and counts and reports their readings as
+  // lost for `reason`, one record per run of consecutive seqs. Returns how
+  // many chunks went.
+  Result<int64_t> DropUndelivered(Stmt& select, const char* reason);
   void ShrinkFile();
   void AfterCommit();
-  uint64_t RowBytes() const;
+  uint64_t ChunkBytes() const;
   bool AtCap() const;  // the database has grown to its page cap
   uint64_t UsedPages() const;
   uint64_t FileBytes(const std::string& path) const;
@@ -129,20 +161,23 @@ class RingStore {
   const std::string path_;
   SequenceReservations reservations_;
   const Clock& clock_;
+  bool created_ = false;
   uint64_t page_size_ = 4096;
   uint64_t cap_pages_ = 0;  // the database's page cap
   uint64_t wal_limit_ = 0;  // the WAL's share of max_bytes
-  int64_t readings_ = 0;    // rows, kept in step with inserts and deletes
+  int64_t readings_ = 0;    // kept in step with inserts and deletes
+  int64_t chunks_ = 0;
   int64_t events_ = 0;
-  int64_t next_event_seq_ = 1;
   uint64_t evicted_undelivered_ = 0;
+  DeliveryHolds* holds_ = nullptr;
 
-  Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_reading_,
-      insert_readings_, mark_delivered_, insert_event_, mark_event_, set_next_event_, add_lost_,
-      page_count_, freelist_count_, delete_delivered_, delete_delivered_events_,
-      oldest_undelivered_, delete_oldest_;
-  // A cache of committed state; dropped after a failed transaction.
+  Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_chunk_,
+      mark_delivered_, find_stream_, insert_stream_, update_stream_, insert_event_, mark_events_,
+      add_lost_, page_count_, freelist_count_, delete_delivered_, delete_delivered_events_,
+      undelivered_oldest_, undelivered_range_, delete_chunk_, clear_held_, insert_held_, put_state_;
+  // Caches of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
+  std::map<std::pair<std::string, std::string>, int64_t> streams_;  // next seq per stream
 };
 
 }  // namespace tagrelay::store

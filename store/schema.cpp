@@ -1,15 +1,15 @@
 #include "store/schema.h"
 
 #include <string>
+#include <vector>
+
+#include "store/chunk_codec.h"
 
 namespace tagrelay::store {
 namespace {
 
-// migrations[i] takes the schema from version i to i + 1. Never edit one that
-// has shipped; add the next instead.
-constexpr const char* kMigrations[] = {
-    // 0 -> 1: devices with their sequence counters, tags, the readings ring.
-    R"sql(
+// 0 -> 1: devices with their sequence counters, tags, one row per reading.
+constexpr const char* kV1 = R"sql(
 CREATE TABLE devices (
   id       INTEGER PRIMARY KEY,
   name     TEXT NOT NULL UNIQUE,
@@ -36,29 +36,119 @@ CREATE TABLE readings (
 );
 CREATE UNIQUE INDEX readings_by_device_seq ON readings (device_id, seq);
 CREATE INDEX readings_undelivered ON readings (device_id, seq) WHERE delivered = 0;
-)sql",
-    // 1 -> 2: events for the cloud (alarms, counters, losses), per-device loss
-    // counters, bookkeeping; the full (device, seq) index goes: the partial
-    // index of undelivered rows serves every query, and one index less makes
-    // inserts cheaper.
-    R"sql(
-DROP INDEX readings_by_device_seq;
+)sql";
+
+// 1 -> 2: readings move into chunks (one row per poll, store/chunk_codec.h),
+// events for the cloud get their own streams, devices count their losses.
+constexpr const char* kV2Tables = R"sql(
 ALTER TABLE devices ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;  -- undelivered readings lost to the bound
+-- The ring: id is the global insertion order, so the oldest chunks are the lowest ids.
+CREATE TABLE chunks (
+  id        INTEGER PRIMARY KEY,
+  device_id INTEGER NOT NULL,
+  seq_first INTEGER NOT NULL,           -- the readings seq_first .. seq_first + count - 1
+  count     INTEGER NOT NULL,
+  ts        INTEGER NOT NULL,           -- acquisition time of the first, Unix ms UTC
+  data      BLOB NOT NULL,              -- the readings (store/chunk_codec.h)
+  delivered INTEGER NOT NULL DEFAULT 0  -- 1 once the broker acknowledged every reading of it
+);
+CREATE INDEX chunks_undelivered ON chunks (device_id, seq_first) WHERE delivered = 0;
+-- Records for the cloud, one sequence per (stream, device); device '' is the gateway.
 CREATE TABLE events (
-  seq       INTEGER PRIMARY KEY,        -- gateway-wide, never reused; also the insertion order
-  kind      TEXT NOT NULL,
-  device    TEXT,                       -- NULL for events of the gateway itself
-  ts        INTEGER NOT NULL,           -- Unix ms UTC
-  body      TEXT NOT NULL,              -- JSON object with the kind's fields
+  id        INTEGER PRIMARY KEY,
+  stream    TEXT NOT NULL,
+  device    TEXT NOT NULL,
+  seq       INTEGER NOT NULL,
+  ts        INTEGER NOT NULL,
+  body      TEXT NOT NULL,              -- a JSON object
   delivered INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX events_undelivered ON events (seq) WHERE delivered = 0;
-CREATE TABLE meta (
-  key   TEXT PRIMARY KEY,
-  value
+CREATE INDEX events_undelivered ON events (stream, device, seq) WHERE delivered = 0;
+CREATE TABLE streams (
+  stream   TEXT NOT NULL,
+  device   TEXT NOT NULL,
+  next_seq INTEGER NOT NULL,
+  PRIMARY KEY (stream, device)
 ) WITHOUT ROWID;
-INSERT INTO meta (key, value) VALUES ('next_event_seq', 1);
-)sql",
+-- What the alarm and counter engine keeps across restarts.
+CREATE TABLE state (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+// Packs the version 1 readings rows into chunks: runs of consecutive sequence
+// numbers of one device with the same delivery state, at most 250 readings.
+Status ReadingsToChunks(Db& db) {
+  Result<Stmt> rows = Stmt::Prepare(
+      db,
+      "SELECT device_id, seq, tag_id, ts, quality, vtype, value, err, delivered FROM readings "
+      "ORDER BY device_id, seq");
+  if (!rows.ok()) return rows.status();
+  Result<Stmt> insert = Stmt::Prepare(db,
+                                      "INSERT INTO chunks (device_id, seq_first, count, ts, data, "
+                                      "delivered) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  if (!insert.ok()) return insert.status();
+  int64_t device = 0, first = 0, delivered = 0;
+  std::vector<Reading> run;
+  std::vector<int64_t> tag_ids;
+  auto flush = [&]() -> Status {
+    if (run.empty()) return Status::Ok();
+    std::string data;
+    EncodeChunk(run, tag_ids, &data);
+    insert->BindInt(1, device);
+    insert->BindInt(2, first);
+    insert->BindInt(3, static_cast<int64_t>(run.size()));
+    insert->BindInt(4, run.front().ts_ms);
+    insert->BindBlob(5, data);
+    insert->BindInt(6, delivered);
+    run.clear();
+    tag_ids.clear();
+    return insert->Run();
+  };
+  for (;;) {
+    Result<bool> row = rows->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    const int64_t d = rows->ColumnInt(0), seq = rows->ColumnInt(1), del = rows->ColumnInt(8);
+    if (!run.empty() && (d != device || seq != first + static_cast<int64_t>(run.size()) ||
+                         del != delivered || run.size() >= 250)) {
+      TR_RETURN_IF_ERROR(flush());
+    }
+    if (run.empty()) {
+      device = d;
+      first = seq;
+      delivered = del;
+    }
+    Reading r;
+    r.ts_ms = rows->ColumnInt(3);
+    r.quality = static_cast<Quality>(rows->ColumnInt(4));
+    switch (rows->ColumnInt(5)) {  // version 1 value types
+      case 1: r.value = rows->ColumnInt(6) != 0; break;
+      case 2: r.value = rows->ColumnInt(6); break;
+      case 3: r.value = static_cast<uint64_t>(rows->ColumnInt(6)); break;
+      case 4: r.value = rows->ColumnDouble(6); break;
+      case 5: r.value = std::string(rows->ColumnText(6)); break;
+      default: break;
+    }
+    r.error = std::string(rows->ColumnText(7));
+    run.push_back(std::move(r));
+    tag_ids.push_back(rows->ColumnInt(2));
+  }
+  return flush();
+}
+
+struct Migration {
+  const char* sql;         // run first
+  Status (*convert)(Db&);  // then, if set
+  const char* cleanup;     // then, if set
+};
+
+// kMigrations[i] takes the schema from version i to i + 1. Never edit one that
+// has shipped; add the next instead.
+constexpr Migration kMigrations[] = {
+    {kV1, nullptr, nullptr},
+    {kV2Tables, ReadingsToChunks, "DROP TABLE readings;"},
 };
 
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
@@ -77,7 +167,10 @@ Status Migrate(Db& db) {
   }
   for (int64_t v = *version; v < kSchemaVersion; ++v) {
     TR_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
-    Status s = db.Exec(kMigrations[v]);
+    const Migration& m = kMigrations[v];
+    Status s = db.Exec(m.sql);
+    if (s.ok() && m.convert != nullptr) s = m.convert(db);
+    if (s.ok() && m.cleanup != nullptr) s = db.Exec(m.cleanup);
     if (s.ok()) s = db.Exec("PRAGMA user_version = " + std::to_string(v + 1));
     if (s.ok()) s = db.Exec("COMMIT");
     if (!s.ok()) {

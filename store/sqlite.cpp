@@ -108,6 +108,9 @@ void Stmt::BindDouble(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
 void Stmt::BindText(int i, std::string_view v) {
   sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
 }
+void Stmt::BindBlob(int i, std::string_view v) {
+  sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
 void Stmt::BindNull(int i) { sqlite3_bind_null(stmt_, i); }
 
 Result<bool> Stmt::Step() {
@@ -133,6 +136,13 @@ double Stmt::ColumnDouble(int i) const { return sqlite3_column_double(stmt_, i);
 std::string_view Stmt::ColumnText(int i) const {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, i));
   return p == nullptr ? std::string_view() : std::string_view(p, sqlite3_column_bytes(stmt_, i));
+}
+
+std::string_view Stmt::ColumnBlob(int i) const {
+  const void* p = sqlite3_column_blob(stmt_, i);
+  return p == nullptr ? std::string_view()
+                      : std::string_view(static_cast<const char*>(p),
+                                         static_cast<size_t>(sqlite3_column_bytes(stmt_, i)));
 }
 
 const char* Stmt::sql() const { return sqlite3_sql(stmt_); }

@@ -68,6 +68,7 @@ class Stmt {
   void BindInt(int i, int64_t v);
   void BindDouble(int i, double v);
   void BindText(int i, std::string_view v);
+  void BindBlob(int i, std::string_view v);
   void BindNull(int i);
 
   // Steps once: true if a row is ready, false when done; an error otherwise.
@@ -82,6 +83,7 @@ class Stmt {
   int64_t ColumnInt(int i) const;
   double ColumnDouble(int i) const;
   std::string_view ColumnText(int i) const;
+  std::string_view ColumnBlob(int i) const;
 
   const char* sql() const;
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
-#include "agent/core/json_writer.h"
 #include "agent/core/log.h"
 
 namespace tagrelay::store {
@@ -16,18 +16,6 @@ constexpr milliseconds kRetryFirst{100};
 constexpr milliseconds kRetryCap{5000};
 constexpr milliseconds kFailureLogEvery{60000};
 constexpr int kAttemptsWhenStopping = 3;
-
-std::string LossBody(int64_t first, int64_t last, int64_t count, const char* reason) {
-  std::string body;
-  JsonWriter w(&body);
-  w.BeginObject();
-  w.Key("seq_first").Int(first);
-  w.Key("seq_last").Int(last);
-  if (count > 0) w.Key("count").Int(count);
-  w.Key("reason").String(reason);
-  w.EndObject();
-  return body;
-}
 
 size_t RowsOf(const WriteItem& item) {
   if (const auto* b = std::get_if<SequencedBatch>(&item)) return b->readings.size();
@@ -67,22 +55,32 @@ void StoreWriter::Submit(StoreItem&& item) {
   }
 }
 
-void StoreWriter::SubmitAck(DeliveryAck&& ack) { Submit(StoreItem(std::move(ack))); }
-void StoreWriter::SubmitEvent(NewEvent&& event) { Submit(StoreItem(std::move(event))); }
-void StoreWriter::SubmitEventAck(EventAck&& ack) { Submit(StoreItem(std::move(ack))); }
-
 RingUsage StoreWriter::usage() const {
   MutexLock lock(&usage_mu_);
   return usage_;
 }
 
 void StoreWriter::Run() {
+  if (observer_ != nullptr) {
+    Result<std::map<std::string, std::string>> state = store_->LoadState();
+    if (!state.ok()) {
+      Log(LogLevel::kError, "store",
+          "read the alarm and counter state: " + state.status().ToString() +
+              "; alarms and counters start afresh");
+    }
+    observer_->Restore(state.ok() ? *state : std::map<std::string, std::string>{});
+    next_tick_ = steady_clock::now() + observer_->tick_interval();
+  }
   for (;;) {
-    MonoTime deadline = MonoTime::max();
-    if (!pending_.empty()) deadline = counters_.failing ? retry_at_ : group_deadline_;
-    std::optional<StoreItem> item = queue_.PopUntil(deadline);
+    MonoTime deadline = next_tick_;
+    if (!pending_.empty())
+      deadline = std::min(deadline, counters_.failing ? retry_at_ : group_deadline_);
+    heartbeat_.Beat(clock_.mono());
+    std::optional<StoreItem> item =
+        queue_.PopUntil(std::min(deadline, steady_clock::now() + kHeartbeatEvery));
     const bool drained = !item && queue_.closed();
     if (item) Accept(std::move(*item));
+    if (observer_ != nullptr && steady_clock::now() >= next_tick_) Tick();
     const MonoTime now = steady_clock::now();
     const bool due = counters_.failing
                          ? now >= retry_at_
@@ -92,18 +90,29 @@ void StoreWriter::Run() {
   }
 }
 
+void StoreWriter::Tick() {
+  next_tick_ = steady_clock::now() + observer_->tick_interval();
+  observed_.clear();
+  observer_->OnTick(observed_);
+  if (observed_.empty()) return;
+  if (pending_.empty()) group_deadline_ = steady_clock::now() + options_.commit_interval;
+  for (NewEvent& e : observed_) pending_.emplace_back(std::move(e));
+  pending_rows_ += observed_.size();
+}
+
 void StoreWriter::Accept(StoreItem&& item) {
   if (pending_.empty()) group_deadline_ = steady_clock::now() + options_.commit_interval;
   if (auto* batch = std::get_if<ReadingBatch>(&item)) {
     Sequence(std::move(*batch));
-  } else if (auto* ack = std::get_if<DeliveryAck>(&item)) {
-    pending_.emplace_back(std::move(*ack));
-    ++pending_rows_;
-  } else if (auto* event = std::get_if<NewEvent>(&item)) {
-    pending_.emplace_back(std::move(*event));
-    ++pending_rows_;
   } else {
-    pending_.emplace_back(std::get<EventAck>(item));
+    // Acks, records and discards are small; each counts as one row of the group.
+    std::visit(
+        [this](auto&& x) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(x)>, ReadingBatch>) {
+            pending_.emplace_back(std::move(x));
+          }
+        },
+        std::move(item));
     ++pending_rows_;
   }
   while (counters_.pending_readings > options_.max_memory_readings) DropOldestReadings();
@@ -118,8 +127,9 @@ void StoreWriter::Sequence(ReadingBatch&& batch) {
       LogDevice(LogLevel::kError, "store", batch.device,
                 "the store once held this device but its database was lost; readings before seq " +
                     std::to_string(start.lost_below) + " that did not reach the cloud are lost");
-      pending_.emplace_back(NewEvent{"readings_lost", batch.device, clock_.wall_ms(),
-                                     LossBody(1, start.lost_below - 1, 0, kLossStoreLost)});
+      pending_.emplace_back(NewEvent{
+          std::string(kStreamEvents), "", clock_.wall_ms(),
+          LossRecord(clock_.wall_ms(), batch.device, 1, start.lost_below - 1, 0, kLossStoreLost)});
       ++pending_rows_;
     }
     it = next_seq_.emplace(batch.device, start.next_seq).first;
@@ -129,6 +139,12 @@ void StoreWriter::Sequence(ReadingBatch&& batch) {
   pending_rows_ += batch.readings.size();
   counters_.pending_readings += batch.readings.size();
   pending_.emplace_back(SequencedBatch{std::move(batch.device), first, std::move(batch.readings)});
+  if (observer_ != nullptr) {
+    observed_.clear();
+    observer_->OnReadings(std::get<SequencedBatch>(pending_.back()), observed_);
+    for (NewEvent& e : observed_) pending_.emplace_back(std::move(e));
+    pending_rows_ += observed_.size();
+  }
 }
 
 void StoreWriter::DropOldestReadings() {
@@ -149,6 +165,11 @@ void StoreWriter::DropOldestReadings() {
 }
 
 void StoreWriter::TryCommit(bool stopping) {
+  if (observer_ != nullptr) {
+    std::vector<StateUpdate> state;
+    observer_->TakeState(state);
+    for (StateUpdate& u : state) pending_.emplace_back(std::move(u));
+  }
   // Readings dropped in memory are reported as soon as the store can take it;
   // the events go first in the group and come out again if the commit fails
   // (the losses may still grow before the next try).
@@ -156,8 +177,9 @@ void StoreWriter::TryCommit(bool stopping) {
   if (loss_events > 0) {
     std::vector<WriteItem> events;
     for (const auto& [device, loss] : memory_losses_) {
-      events.emplace_back(NewEvent{"readings_lost", device, clock_.wall_ms(),
-                                   LossBody(loss.first, loss.last, loss.count, kLossMemoryFull)});
+      events.emplace_back(NewEvent{std::string(kStreamEvents), "", clock_.wall_ms(),
+                                   LossRecord(clock_.wall_ms(), device, loss.first, loss.last,
+                                              loss.count, kLossMemoryFull)});
     }
     pending_.insert(pending_.begin(), std::make_move_iterator(events.begin()),
                     std::make_move_iterator(events.end()));
@@ -198,7 +220,10 @@ void StoreWriter::TryCommit(bool stopping) {
   size_t readings = 0, acks = 0, events = 0;
   for (const WriteItem& w : pending_) {
     if (std::holds_alternative<SequencedBatch>(w)) readings += RowsOf(w);
-    if (std::holds_alternative<DeliveryAck>(w) || std::holds_alternative<EventAck>(w)) ++acks;
+    if (std::holds_alternative<DeliveryAck>(w) || std::holds_alternative<EventAck>(w) ||
+        std::holds_alternative<DiscardReadings>(w)) {
+      ++acks;
+    }
     if (std::holds_alternative<NewEvent>(w)) ++events;
   }
   if (counters_.failing) {

@@ -12,10 +12,13 @@
 //   the oldest readings are dropped, counted, and reported in a readings_lost
 //   event (reason memory_full) once the store works again.
 // - Producers never block on the disk, only on a full queue.
+// - An observer (alarm rules, counters) sees every reading as it is taken and
+//   a tick every tick_interval(); its records and state changes go into the
+//   same group as the readings they came from.
 // - Stop() commits what was queued before it returns (three attempts if the
 //   disk is failing; what still fails is counted as lost_at_stop).
 //
-// Threads: the Submit* methods, usage() and counters() are safe from any
+// Threads: the Submit* methods, usage(), counters() and heartbeat() are safe from any
 // thread. The commit listener runs on the writer thread and must not block.
 #pragma once
 
@@ -29,16 +32,18 @@
 
 #include "agent/core/bounded_queue.h"
 #include "agent/core/clock.h"
+#include "agent/core/heartbeat.h"
 #include "agent/core/mutex.h"
 #include "agent/core/stop_signal.h"
 #include "store/ring_store.h"
 #include "store/types.h"
+#include "store/writer_observer.h"
 
 namespace tagrelay::store {
 
 struct WriterCounters {
   std::atomic<uint64_t> rows_committed{0};
-  std::atomic<uint64_t> acks_committed{0};
+  std::atomic<uint64_t> acks_committed{0};  // acks and discards
   std::atomic<uint64_t> events_committed{0};
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> failed_commits{0};
@@ -59,21 +64,27 @@ class StoreWriter {
   // Called after every commit that wrote readings or events. Set before Start().
   void SetCommitListener(std::function<void()> listener) { on_commit_ = std::move(listener); }
 
+  // Runs on every reading and every tick in the writer thread (alarms,
+  // counters); its records and state are stored with the readings. Set before
+  // Start(); not owned.
+  void SetObserver(WriterObserver* observer) { observer_ = observer; }
+
   void Start();
   // Closes the queue, commits what is in it and joins the thread.
   void Stop();
 
   // Queues a batch, waiting up to `deadline` for room; false if it stayed full.
   bool SubmitReadings(ReadingBatch&& batch, MonoTime deadline);
-  // These wait for room as long as it takes (they are small and few).
-  void SubmitAck(DeliveryAck&& ack);
-  void SubmitEvent(NewEvent&& event);
-  void SubmitEventAck(EventAck&& ack);
+  // Queues any item, waiting for room as long as it takes: for acks, records
+  // and discards, which are small and few.
+  void Submit(StoreItem&& item);
 
   const WriterCounters& counters() const { return counters_; }
   size_t queued() const { return queue_.size(); }
   // The ring's usage after the last commit.
   RingUsage usage() const;
+  // Beats every turn of the writer's loop, at least every kHeartbeatEvery.
+  const Heartbeat& heartbeat() const { return heartbeat_; }
 
  private:
   struct Loss {
@@ -83,7 +94,7 @@ class StoreWriter {
   };
 
   void Run();
-  void Submit(StoreItem&& item);
+  void Tick();
   void Accept(StoreItem&& item);
   void Sequence(ReadingBatch&& batch);
   void DropOldestReadings();
@@ -94,12 +105,16 @@ class StoreWriter {
   const Clock& clock_;
   BoundedQueue<StoreItem> queue_;
   std::function<void()> on_commit_;
+  WriterObserver* observer_ = nullptr;
   WriterCounters counters_;
+  Heartbeat heartbeat_;
 
   // Writer thread only.
   std::vector<WriteItem> pending_;
   size_t pending_rows_ = 0;
   MonoTime group_deadline_ = MonoTime::max();
+  MonoTime next_tick_ = MonoTime::max();
+  std::vector<NewEvent> observed_;  // scratch for the observer's records
   std::unordered_map<std::string, int64_t> next_seq_;
   std::map<std::string, Loss> memory_losses_;  // dropped in memory, to report
   MonoTime retry_at_{};

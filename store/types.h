@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -25,36 +26,59 @@ struct StoreOptions {
   // Readings the writer holds in memory while the disk cannot take them (disk
   // full, I/O errors). Past this, the oldest are dropped and reported as lost.
   size_t max_memory_readings = 50000;
+  // A poll's readings are stored in chunks of at most this many. The uplink
+  // sends whole chunks, so this should not exceed its batch_max_readings.
+  size_t max_chunk_readings = 250;
   std::string vfs;  // SQLite VFS to open the database with; empty: the default
   // Sequence numbers are reserved in blocks of this size in a file next to the
   // database (see SequenceReservations).
   int64_t sequence_block = 100000;
 };
 
-// "The broker acknowledged readings seq_first..seq_last of `device`."
+// Event streams: records for the cloud that the store keeps until delivered.
+// Each (stream, device) has its own sequence 1, 2, 3, ...; device "" is the
+// gateway itself.
+inline constexpr std::string_view kStreamEvents = "events";      // the gateway's: losses, resets
+inline constexpr std::string_view kStreamAlarms = "alarms";      // per device
+inline constexpr std::string_view kStreamCounters = "counters";  // per device
+
+// "The broker acknowledged readings seq_first..seq_last of `device`." Marks
+// the chunks that lie wholly in the range delivered.
 struct DeliveryAck {
   std::string device;
   int64_t seq_first = 0;
   int64_t seq_last = 0;
 };
 
-// An event for the cloud that the store keeps until it is delivered: alarms,
-// counter snapshots, reports of lost readings. `body` is a JSON object with the
-// kind's fields; the store gives each event a gateway-wide sequence number.
+// "These readings cannot be delivered": the chunks whose first reading lies in
+// the range are deleted and reported as lost for `reason` (a stored chunk that
+// no longer decodes, say).
+struct DiscardReadings {
+  std::string device;
+  int64_t seq_first = 0;
+  int64_t seq_last = 0;
+  std::string reason;
+};
+
+// A record for an event stream; `body` is a JSON object with its fields. The
+// store gives it the stream's next sequence number.
 struct NewEvent {
-  std::string kind;    // "readings_lost", "store_reset", ...
-  std::string device;  // empty for an event of the gateway itself
+  std::string stream;
+  std::string device;
   int64_t ts_ms = 0;
   std::string body;
 };
 
-// "The broker acknowledged event seq."
+// "The broker acknowledged records seq_first..seq_last of (stream, device)."
 struct EventAck {
-  int64_t seq = 0;
+  std::string stream;
+  std::string device;
+  int64_t seq_first = 0;
+  int64_t seq_last = 0;
 };
 
 // What producers hand to the store writer, in arrival order.
-using StoreItem = std::variant<ReadingBatch, DeliveryAck, NewEvent, EventAck>;
+using StoreItem = std::variant<ReadingBatch, DeliveryAck, NewEvent, EventAck, DiscardReadings>;
 
 // A poll's readings with the sequence numbers the writer gave them: reading i
 // has seq_first + i.
@@ -64,8 +88,16 @@ struct SequencedBatch {
   std::vector<Reading> readings;
 };
 
+// A value of the writer's observers to keep across restarts (alarm states,
+// counters), stored in the same transaction as the records it goes with.
+struct StateUpdate {
+  std::string key;
+  std::string value;
+};
+
 // What the writer hands to the ring in one transaction.
-using WriteItem = std::variant<SequencedBatch, DeliveryAck, NewEvent, EventAck>;
+using WriteItem =
+    std::variant<SequencedBatch, DeliveryAck, NewEvent, EventAck, DiscardReadings, StateUpdate>;
 
 // A reading as stored, with its sequence number.
 struct StoredReading {
@@ -75,12 +107,11 @@ struct StoredReading {
   Value value;
   Quality quality = Quality::kGood;
   std::string error;
+  bool chunk_end = false;  // the last reading of its chunk: a batch may end here
 };
 
 struct StoredEvent {
   int64_t seq = 0;
-  std::string kind;
-  std::string device;
   int64_t ts_ms = 0;
   std::string body;
 };
@@ -89,5 +120,6 @@ struct StoredEvent {
 inline constexpr const char* kLossRingFull = "ring_full";      // evicted to keep max_bytes
 inline constexpr const char* kLossMemoryFull = "memory_full";  // dropped while the disk failed
 inline constexpr const char* kLossStoreLost = "store_lost";    // the database was lost or corrupt
+inline constexpr const char* kLossCorrupt = "corrupt";         // a stored chunk did not decode
 
 }  // namespace tagrelay::store

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <type_traits>
 
 namespace tagrelay {
 namespace {
@@ -155,6 +156,27 @@ JsonWriter& JsonWriter::Bool(bool v) {
   BeforeValue();
   out_->append(v ? "true" : "false");
   return *this;
+}
+
+void WriteValue(JsonWriter& w, const Value& v) {
+  std::visit(
+      [&](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::monostate>) {
+          w.Null();
+        } else if constexpr (std::is_same_v<T, bool>) {
+          w.Bool(x);
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          w.Int(x);
+        } else if constexpr (std::is_same_v<T, uint64_t>) {
+          w.Uint(x);
+        } else if constexpr (std::is_same_v<T, double>) {
+          w.Double(x);
+        } else {
+          w.String(x);
+        }
+      },
+      v);
 }
 
 JsonWriter& JsonWriter::Null() {

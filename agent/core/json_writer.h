@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/core/reading.h"
+
 namespace tagrelay {
 
 class JsonWriter {
@@ -44,5 +46,9 @@ class JsonWriter {
 
 // Appends `s` as a quoted, escaped JSON string.
 void AppendJsonString(std::string* out, std::string_view s);
+
+// Writes a reading's value: null (no value), true/false, an integer, a number
+// or a string.
+void WriteValue(JsonWriter& w, const Value& v);
 
 }  // namespace tagrelay

@@ -1,6 +1,7 @@
 #include "agent/core/log.h"
 
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -10,25 +11,29 @@ namespace {
 std::mutex g_mu;
 LogSink g_sink;
 LogLevel g_min = LogLevel::kInfo;
+std::unique_ptr<LogRateLimiter> g_limiter;
 
-void WriteStderr(const LogEvent& e) {
-  std::string line;
-  line.reserve(64 + e.message.size());
-  line += LogLevelName(e.level);
-  line += ' ';
-  line += e.component;
-  if (!e.device.empty()) {
-    line += " device=";
-    line += e.device;
+void Emit(const LogEvent& e) {
+  if (g_sink) {
+    g_sink(e);
+    return;
   }
-  if (!e.tag.empty()) {
-    line += " tag=";
-    line += e.tag;
-  }
-  line += ": ";
-  line += e.message;
+  std::string line = FormatLogLine(e);
   line += '\n';
   std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+void EmitSummaries(const std::vector<SuppressedLogs>& ended) {
+  for (const SuppressedLogs& s : ended) {
+    if (s.level < g_min) continue;
+    std::string text;
+    Emit(s.Summary(&text));
+  }
+}
+
+std::string Seconds(std::chrono::milliseconds d) {
+  const auto s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
+  return std::to_string(s < 1 ? 1 : s) + " s";
 }
 
 }  // namespace
@@ -43,6 +48,93 @@ std::string_view LogLevelName(LogLevel level) {
   return "info";
 }
 
+std::string FormatLogLine(const LogEvent& e) {
+  std::string line;
+  line.reserve(64 + e.message.size());
+  line += LogLevelName(e.level);
+  line += ' ';
+  line += e.component;
+  if (!e.device.empty()) {
+    line += " device=";
+    line += e.device;
+  }
+  if (!e.tag.empty()) {
+    line += " tag=";
+    line += e.tag;
+  }
+  if (!e.alarm.empty()) {
+    line += " alarm=";
+    line += e.alarm;
+  }
+  line += ": ";
+  line += e.message;
+  return line;
+}
+
+LogEvent SuppressedLogs::Summary(std::string* text) const {
+  *text = message + " (" + std::to_string(count) + " more like this suppressed in the last " +
+          Seconds(span) + ")";
+  return LogEvent{level, component, device, tag, *text, alarm};
+}
+
+bool LogRateLimiter::Admit(const LogEvent& e, std::vector<SuppressedLogs>* ended) {
+  const MonoTime now = clock_.mono();
+  Key key{static_cast<int>(e.level), std::string(e.component), std::string(e.device),
+          std::string(e.tag),        std::string(e.alarm),     std::string(e.message)};
+  auto it = runs_.find(key);
+  if (it != runs_.end() && now - it->second.start >= limit_.window) {
+    Summarise(it->first, it->second, now, ended);
+    runs_.erase(it);
+    it = runs_.end();
+  }
+  if (it == runs_.end()) {
+    if (runs_.size() >= limit_.max_tracked) {
+      // Make room: the run that started first goes, with its summary.
+      auto oldest = runs_.begin();
+      for (auto r = runs_.begin(); r != runs_.end(); ++r) {
+        if (r->second.start < oldest->second.start) oldest = r;
+      }
+      Summarise(oldest->first, oldest->second, now, ended);
+      runs_.erase(oldest);
+    }
+    it = runs_.emplace(std::move(key), Run{now, 0, 0}).first;
+  }
+  Run& run = it->second;
+  if (run.passed < limit_.burst) {
+    ++run.passed;
+    return true;
+  }
+  ++run.suppressed;
+  return false;
+}
+
+void LogRateLimiter::Expire(std::vector<SuppressedLogs>* ended) {
+  const MonoTime now = clock_.mono();
+  for (auto it = runs_.begin(); it != runs_.end();) {
+    if (now - it->second.start >= limit_.window) {
+      Summarise(it->first, it->second, now, ended);
+      it = runs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void LogRateLimiter::Summarise(const Key& key, const Run& run, MonoTime now,
+                               std::vector<SuppressedLogs>* ended) {
+  if (run.suppressed == 0) return;
+  SuppressedLogs s;
+  s.level = static_cast<LogLevel>(std::get<0>(key));
+  s.component = std::get<1>(key);
+  s.device = std::get<2>(key);
+  s.tag = std::get<3>(key);
+  s.alarm = std::get<4>(key);
+  s.message = std::get<5>(key);
+  s.count = run.suppressed;
+  s.span = std::chrono::duration_cast<std::chrono::milliseconds>(now - run.start);
+  ended->push_back(std::move(s));
+}
+
 void SetLogSink(LogSink sink, LogLevel min_level) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_sink = std::move(sink);
@@ -54,14 +146,34 @@ LogLevel MinLogLevel() {
   return g_min;
 }
 
+void SetLogRateLimit(std::optional<LogRateLimit> limit, const Clock& clock) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_limiter) {
+    std::vector<SuppressedLogs> ended;
+    g_limiter->Expire(&ended);
+    EmitSummaries(ended);
+  }
+  g_limiter = limit ? std::make_unique<LogRateLimiter>(*limit, clock) : nullptr;
+}
+
+void FlushSuppressedLogs() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_limiter) return;
+  std::vector<SuppressedLogs> ended;
+  g_limiter->Expire(&ended);
+  EmitSummaries(ended);
+}
+
 void Log(const LogEvent& event) {
   std::lock_guard<std::mutex> lock(g_mu);
   if (event.level < g_min) return;
-  if (g_sink) {
-    g_sink(event);
-  } else {
-    WriteStderr(event);
+  if (g_limiter) {
+    std::vector<SuppressedLogs> ended;
+    const bool pass = g_limiter->Admit(event, &ended);
+    EmitSummaries(ended);
+    if (!pass) return;
   }
+  Emit(event);
 }
 
 }  // namespace tagrelay

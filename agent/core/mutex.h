@@ -44,18 +44,20 @@ class TR_SCOPED_CAPABILITY MutexLock {
   Mutex* mu_;
 };
 
-// A condition variable bound to one Mutex, which the caller holds while waiting.
+// A condition variable bound to one Mutex, which the caller holds while waiting
+// (REQUIRED; not annotated, since the analysis cannot see that the mutex the
+// caller locked is the one bound here).
 class CondVar {
  public:
   explicit CondVar(Mutex* mu) : mu_(mu) {}
 
-  void Wait() TR_REQUIRES(mu_) {
+  void Wait() {
     std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
     cv_.wait(lock);
     lock.release();
   }
   // Returns false if the deadline passed.
-  bool WaitUntil(std::chrono::steady_clock::time_point deadline) TR_REQUIRES(mu_) {
+  bool WaitUntil(std::chrono::steady_clock::time_point deadline) {
     std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
     bool signalled = cv_.wait_until(lock, deadline) == std::cv_status::no_timeout;
     lock.release();

@@ -1,5 +1,7 @@
 #include "agent/uplink/broker_url.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 
 namespace tagrelay::uplink {
@@ -39,6 +41,37 @@ Result<BrokerUrl> BrokerUrl::Parse(std::string_view url) {
   if (host.find_first_of("/?#@ ") != std::string_view::npos) {
     return Status::InvalidArgument("broker URL: unexpected character in host '" +
                                    std::string(host) + "' (a path, user or query is not allowed)");
+  }
+  // A host name or IPv4 address: letters, digits, '.', '-', '_'. An IPv6
+  // address (in brackets): hex digits, '.' and at least one ':', then maybe a
+  // %zone of letters and digits.
+  const bool ipv6 = url.find('[') != std::string_view::npos;
+  auto name_char = [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '-' || c == '_';
+  };
+  bool ok = true;
+  if (ipv6) {
+    const size_t pct = host.find('%');
+    const std::string_view addr = host.substr(0, pct);
+    const std::string_view zone =
+        pct == std::string_view::npos ? std::string_view() : host.substr(pct + 1);
+    ok = addr.find(':') != std::string_view::npos &&
+         std::all_of(addr.begin(), addr.end(),
+                     [](char ch) {
+                       const auto c = static_cast<unsigned char>(ch);
+                       return std::isxdigit(c) || c == ':' || c == '.';
+                     }) &&
+         (pct == std::string_view::npos ||
+          (!zone.empty() && std::all_of(zone.begin(), zone.end(), [&](char ch) {
+            return name_char(static_cast<unsigned char>(ch));
+          })));
+  } else {
+    ok = std::all_of(host.begin(), host.end(),
+                     [&](char ch) { return name_char(static_cast<unsigned char>(ch)); });
+  }
+  if (!ok) {
+    return Status::InvalidArgument("broker URL: '" + std::string(host) + "' is not a host name" +
+                                   (ipv6 ? " or IPv6 address" : " or address"));
   }
   if (!port.empty() || (rest.find(':') != std::string_view::npos)) {
     int p = 0;

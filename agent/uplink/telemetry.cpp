@@ -9,14 +9,18 @@ namespace tagrelay::uplink {
 std::string_view StreamName(Stream s) {
   switch (s) {
     case Stream::kTelemetry: return "telemetry";
-    case Stream::kAlarms: return "alarms";
-    case Stream::kCounters: return "counters";
+    case Stream::kAlarms: return store::kStreamAlarms;
+    case Stream::kCounters: return store::kStreamCounters;
+    case Stream::kEvents: return store::kStreamEvents;
   }
   return "telemetry";
 }
 
-std::string_view AlarmStateName(AlarmState s) {
-  return s == AlarmState::kRaised ? "raised" : "cleared";
+std::optional<Stream> ParseStream(std::string_view name) {
+  for (Stream s : {Stream::kTelemetry, Stream::kAlarms, Stream::kCounters, Stream::kEvents}) {
+    if (name == StreamName(s)) return s;
+  }
+  return std::nullopt;
 }
 
 std::string StatusTopic(std::string_view prefix, std::string_view gateway) {
@@ -24,6 +28,14 @@ std::string StatusTopic(std::string_view prefix, std::string_view gateway) {
   t += '/';
   t += gateway;
   t += "/status";
+  return t;
+}
+
+std::string EventsTopic(std::string_view prefix, std::string_view gateway) {
+  std::string t(prefix);
+  t += '/';
+  t += gateway;
+  t += "/events";
   return t;
 }
 
@@ -41,27 +53,6 @@ std::string DeviceTopic(std::string_view prefix, std::string_view gateway, std::
 
 namespace {
 
-void WriteValue(JsonWriter& w, const Value& v) {
-  std::visit(
-      [&](const auto& x) {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::monostate>) {
-          w.Null();
-        } else if constexpr (std::is_same_v<T, bool>) {
-          w.Bool(x);
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          w.Int(x);
-        } else if constexpr (std::is_same_v<T, uint64_t>) {
-          w.Uint(x);
-        } else if constexpr (std::is_same_v<T, double>) {
-          w.Double(x);
-        } else {
-          w.String(x);
-        }
-      },
-      v);
-}
-
 void WriteItem(JsonWriter& w, const store::StoredReading& r) {
   w.BeginObject();
   w.Key("tag").String(r.tag);
@@ -75,31 +66,9 @@ void WriteItem(JsonWriter& w, const store::StoredReading& r) {
   w.EndObject();
 }
 
-void WriteItem(JsonWriter& w, const AlarmEvent& e) {
-  w.BeginObject();
-  w.Key("alarm").String(e.alarm);
-  if (!e.tag.empty()) w.Key("tag").String(e.tag);
-  w.Key("ts").Int(e.ts_ms);
-  w.Key("state").String(AlarmStateName(e.state));
-  w.Key("kind").String(e.kind);
-  w.Key("severity").String(e.severity);
-  if (!std::holds_alternative<std::monostate>(e.value)) {
-    w.Key("v");
-    WriteValue(w, e.value);
-  }
-  if (e.limit) w.Key("limit").Double(*e.limit);
-  if (!e.message.empty()) w.Key("message").String(e.message);
-  w.EndObject();
-}
-
-void WriteItem(JsonWriter& w, const CounterSnapshot& c) {
-  w.BeginObject();
-  w.Key("counter").String(c.counter);
-  w.Key("ts").Int(c.ts_ms);
-  w.Key("run_s").Double(c.run_s);
-  w.Key("starts").Int(c.starts);
-  w.EndObject();
-}
+// A stored record is already a JSON object: it goes into the batch as it is.
+void WriteItem(JsonWriter&, std::string* body, const store::StoredEvent& e) { *body += e.body; }
+void WriteItem(JsonWriter& w, std::string*, const store::StoredReading& r) { WriteItem(w, r); }
 
 // Writes one batch: the header, then as many items as fit in max_bytes (at
 // least one). Returns how many items it took.
@@ -111,7 +80,7 @@ size_t EncodeBatch(std::string_view schema, std::string_view array_key, const Ba
   w.BeginObject();
   w.Key("schema").String(schema);
   w.Key("gateway").String(h.gateway);
-  w.Key("device").String(h.device);
+  if (!h.device.empty()) w.Key("device").String(h.device);
   w.Key("seq_first").Int(items.front().seq);
   // seq_last is not known until the bound decides how many items fit: write
   // the items into a body first, counting what the rest of the header will take.
@@ -125,7 +94,7 @@ size_t EncodeBatch(std::string_view schema, std::string_view array_key, const Ba
     const size_t before = body.size();
     if (n > 0) body += ',';
     JsonWriter iw(&body);
-    WriteItem(iw, item);
+    WriteItem(iw, &body, item);
     const size_t total = out->size() + tail + std::to_string(item.seq).size() + body.size();
     if (n > 0 && total > max_bytes) {
       body.resize(before);
@@ -156,14 +125,21 @@ std::string EncodeTelemetry(const BatchHeader& header,
   return out;
 }
 
-size_t EncodeAlarms(const BatchHeader& header, std::span<const AlarmEvent> events, size_t max_bytes,
-                    std::string* out) {
-  return EncodeBatch(kAlarmsSchema, "events", header, events, max_bytes, out);
-}
-
-size_t EncodeCounters(const BatchHeader& header, std::span<const CounterSnapshot> snapshots,
-                      size_t max_bytes, std::string* out) {
-  return EncodeBatch(kCountersSchema, "snapshots", header, snapshots, max_bytes, out);
+size_t EncodeRecords(Stream stream, const BatchHeader& header,
+                     std::span<const store::StoredEvent> records, size_t max_bytes,
+                     std::string* out) {
+  switch (stream) {
+    case Stream::kAlarms:
+      return EncodeBatch(kAlarmsSchema, "events", header, records, max_bytes, out);
+    case Stream::kCounters:
+      return EncodeBatch(kCountersSchema, "snapshots", header, records, max_bytes, out);
+    case Stream::kEvents:
+    case Stream::kTelemetry:  // not a record stream; treated as the gateway's events
+      return EncodeBatch(kEventsSchema, "events",
+                         BatchHeader{header.gateway, {}, header.historical}, records, max_bytes,
+                         out);
+  }
+  return 0;
 }
 
 std::string EncodeBirth(std::string_view gateway, std::string_view device,

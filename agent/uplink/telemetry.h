@@ -1,22 +1,25 @@
 // The wire contract v1 (docs/protocol.md, docs/schema/): topics and JSON payloads.
 //
 // Promise: every encoder writes exactly what docs/schema/ describes. A batch
-// (telemetry, alarms, counters) holds a run of records of one device with
-// consecutive sequence numbers, seq_first..seq_last covering exactly them (the
-// caller passes such a run). The size-bounded encoders take the leading records
-// whose payload fits in max_bytes, and always at least one, so a single record
-// larger than the bound still goes out alone rather than blocking its device.
+// (telemetry, alarms, counters, events) holds a run of records of one stream
+// with consecutive sequence numbers, seq_first..seq_last covering exactly them
+// (the caller passes such a run). The size-bounded encoders take the leading
+// records whose payload fits in max_bytes, and always at least one, so a
+// single record larger than the bound still goes out alone rather than
+// blocking its stream. Records of the event streams are stored as JSON objects
+// (agent/rules/records.h makes them) and are copied into a batch as they are.
 //
 // Threads: pure functions.
 #pragma once
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 
-#include "agent/uplink/priority_outbox.h"
+#include "agent/core/reading.h"
 #include "store/types.h"
 
 namespace tagrelay::uplink {
@@ -24,13 +27,25 @@ namespace tagrelay::uplink {
 inline constexpr std::string_view kTelemetrySchema = "tagrelay.telemetry.v1";
 inline constexpr std::string_view kAlarmsSchema = "tagrelay.alarms.v1";
 inline constexpr std::string_view kCountersSchema = "tagrelay.counters.v1";
+inline constexpr std::string_view kEventsSchema = "tagrelay.events.v1";
 inline constexpr std::string_view kBirthSchema = "tagrelay.birth.v1";
 inline constexpr std::string_view kStatusSchema = "tagrelay.status.v1";
 
 inline constexpr size_t kUnbounded = std::numeric_limits<size_t>::max();
 
+// The streams a gateway publishes; each has a sequence per device (events: per
+// gateway) and its own topic.
+enum class Stream : uint8_t { kTelemetry, kAlarms, kCounters, kEvents };
+
+// "telemetry", "alarms", "counters", "events": the last level of the topic,
+// and the stream's name in the store.
+std::string_view StreamName(Stream s);
+std::optional<Stream> ParseStream(std::string_view name);
+
 // {prefix}/{gateway}/status
 std::string StatusTopic(std::string_view prefix, std::string_view gateway);
+// {prefix}/{gateway}/events: the gateway's own event stream
+std::string EventsTopic(std::string_view prefix, std::string_view gateway);
 // {prefix}/{gateway}/{device}/{kind}, kind = telemetry | alarms | counters | birth
 std::string DeviceTopic(std::string_view prefix, std::string_view gateway, std::string_view device,
                         std::string_view kind);
@@ -49,12 +64,12 @@ size_t EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredR
 std::string EncodeTelemetry(const BatchHeader& header,
                             std::span<const store::StoredReading> readings);
 
-// REQUIRES: !events.empty(), consecutive seq. As EncodeTelemetry.
-size_t EncodeAlarms(const BatchHeader& header, std::span<const AlarmEvent> events, size_t max_bytes,
-                    std::string* out);
-// REQUIRES: !snapshots.empty(), consecutive seq. As EncodeTelemetry.
-size_t EncodeCounters(const BatchHeader& header, std::span<const CounterSnapshot> snapshots,
-                      size_t max_bytes, std::string* out);
+// A batch of stored records of an event stream (alarms, counters: of
+// header.device; events: of the gateway, header.device empty).
+// REQUIRES: !records.empty(), consecutive seq, each body a JSON object.
+size_t EncodeRecords(Stream stream, const BatchHeader& header,
+                     std::span<const store::StoredEvent> records, size_t max_bytes,
+                     std::string* out);
 
 // What the cloud learns about a tag from the device's birth message.
 struct TagInfo {

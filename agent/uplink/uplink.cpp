@@ -28,6 +28,18 @@ std::string ReasonHex(int code) {
   return h;
 }
 
+// The longest prefix of `rows`, at most `n` long, that ends on a chunk
+// boundary; if even the first chunk is longer than `n`, that whole chunk.
+size_t ChunkAligned(std::span<const store::StoredReading> rows, size_t n) {
+  for (size_t k = std::min(n, rows.size()); k > 0; --k) {
+    if (rows[k - 1].chunk_end) return k;
+  }
+  for (size_t k = 0; k < rows.size(); ++k) {
+    if (rows[k].chunk_end) return k + 1;
+  }
+  return rows.size();
+}
+
 std::string Range(int64_t first, int64_t last) {
   return std::to_string(first) + ".." + std::to_string(last);
 }
@@ -123,11 +135,15 @@ void Uplink::Run() {
             "store and are sent again at the next start");
   }
   client_->Disconnect();
+  ReleaseSession();  // a reload's next uplink takes them again
+  inflight_.clear();
+  devices_.clear();
   state_ = State::kDisconnected;
   counters_.connected = false;
 }
 
 void Uplink::RunOnce(std::chrono::milliseconds max_wait) {
+  heartbeat_.Beat(clock_.mono());
   Step();
   client_->Service(NextWait(max_wait));
   HandleEvents();
@@ -346,12 +362,15 @@ void Uplink::HandleAck(const Event& e) {
       counters_.readings_acked += n;
       ack_sink_(store::DeliveryAck{b.device, b.first, b.last});
     } else {
-      counters_.priority_acked += n;
-      priority_->Delivered(b.stream, b.device, b.first, b.last);
+      counters_.records_acked += n;
+      ack_sink_(store::EventAck{std::string(StreamName(b.stream)), b.device, b.first, b.last});
     }
     return;
   }
   ++counters_.batches_refused;
+  // Out of memory until its retry fetches it again.
+  if (holds_ != nullptr && b.stream == Stream::kTelemetry)
+    holds_->Release(b.device, b.first, b.last);
   const int refusals = b.refusals + 1;
   // Exponential per range, with jitter in the upper half, capped like reconnects.
   const int shift = std::min(refusals - 1, 16);
@@ -376,8 +395,9 @@ void Uplink::OnSessionStart() {
   backoff_ = std::chrono::milliseconds(0);
   const BrokerUrl& url = options_.brokers[broker_index_ % options_.brokers.size()];
   Log(LogLevel::kInfo, "uplink", "connected to " + url.ToString());
+  ReleaseSession();
   devices_.clear();
-  priority_cursors_.clear();
+  stream_cursors_.clear();
   inflight_.clear();
   retries_.clear();
   control_mids_.clear();
@@ -388,7 +408,7 @@ void Uplink::OnSessionStart() {
   PublishStatus("online");
   PublishBirths();
   if (!RefreshDevices(/*session_start=*/true)) return;
-  (void)RefreshPriority(/*session_start=*/true);
+  (void)RefreshStreams(/*session_start=*/true);
   for (DeviceOutbox& d : devices_) {
     if (d.hist_next < d.live_from) {
       LogDevice(LogLevel::kInfo, "uplink", d.name,
@@ -402,11 +422,12 @@ void Uplink::EndSession(const std::string& why, bool penalize) {
   const bool was_connected = state_ == State::kConnected;
   state_ = State::kDisconnected;
   counters_.connected = false;
+  ReleaseSession();
   inflight_.clear();
   counters_.inflight = 0;
   retries_.clear();
   devices_.clear();
-  priority_cursors_.clear();
+  stream_cursors_.clear();
   control_mids_.clear();
   status_mid_ = -1;
   if (!penalize) {
@@ -452,28 +473,28 @@ bool Uplink::RefreshDevices(bool session_start) {
   return true;
 }
 
-bool Uplink::RefreshPriority(bool session_start) {
-  if (!priority_) return true;
-  Result<std::vector<StreamBacklog>> all = priority_->Streams();
+bool Uplink::RefreshStreams(bool session_start) {
+  Result<std::vector<store::StreamBacklog>> all = reader_.Streams();
   if (!all.ok()) {
-    Log(LogLevel::kError, "uplink", "read priority outbox: " + all.status().ToString());
+    Log(LogLevel::kError, "uplink", "read store streams: " + all.status().ToString());
     return false;
   }
-  for (StreamBacklog& b : *all) {
-    if (b.stream == Stream::kTelemetry) continue;
+  for (store::StreamBacklog& b : *all) {
+    const std::optional<Stream> stream = ParseStream(b.stream);
+    if (!stream || *stream == Stream::kTelemetry) continue;  // not ours to send (a newer release's)
     auto known = std::find_if(
-        priority_cursors_.begin(), priority_cursors_.end(),
-        [&](const PriorityCursor& c) { return c.device == b.device && c.stream == b.stream; });
-    if (known != priority_cursors_.end()) {
+        stream_cursors_.begin(), stream_cursors_.end(),
+        [&](const StreamCursor& c) { return c.device == b.device && c.stream == *stream; });
+    if (known != stream_cursors_.end()) {
       known->maybe_more = true;
       continue;
     }
-    PriorityCursor c;
+    StreamCursor c;
     c.device = std::move(b.device);
-    c.stream = b.stream;
+    c.stream = *stream;
     c.live_from = session_start ? b.last_seq + 1 : 1;
     c.next = b.first_undelivered == 0 ? b.last_seq + 1 : b.first_undelivered;
-    priority_cursors_.push_back(std::move(c));
+    stream_cursors_.push_back(std::move(c));
   }
   return true;
 }
@@ -488,11 +509,11 @@ Uplink::DeviceOutbox* Uplink::FindDevice(const std::string& name) {
 void Uplink::Pump() {
   if (new_data_.exchange(false)) {
     if (!RefreshDevices(/*session_start=*/false)) return;
-    if (!RefreshPriority(/*session_start=*/false)) return;
+    if (!RefreshStreams(/*session_start=*/false)) return;
     for (DeviceOutbox& d : devices_) d.maybe_more = true;
   }
   const MonoTime now = clock_.mono();
-  SendPriority();
+  SendStreams();
   SendRetries(now);
   const size_t n = devices_.size();
   for (size_t k = 0; k < n && WindowOpen(); ++k) SendLive(devices_[(rr_ + k) % n], now);
@@ -500,11 +521,11 @@ void Uplink::Pump() {
   if (n > 0) rr_ = (rr_ + 1) % n;
 }
 
-void Uplink::SendPriority() {
-  for (PriorityCursor& c : priority_cursors_) {
+void Uplink::SendStreams() {
+  for (StreamCursor& c : stream_cursors_) {
     while (c.maybe_more && WindowOpen() && !Held(c.device)) {
-      const size_t taken = PublishPriority(c.device, c.stream, c.next, kNoLimit,
-                                           c.next < c.live_from, /*refusals=*/0);
+      const size_t taken = PublishRecords(c.device, c.stream, c.next, kNoLimit,
+                                          c.next < c.live_from, /*refusals=*/0);
       if (taken == 0) {
         c.maybe_more = false;
         break;
@@ -514,43 +535,61 @@ void Uplink::SendPriority() {
   }
 }
 
-size_t Uplink::PublishPriority(const std::string& device, Stream stream, int64_t from, int64_t to,
-                               bool historical, int refusals) {
-  const BatchHeader header{options_.gateway, device, historical};
-  std::string payload;
-  size_t n = 0;
-  int64_t first = 0;
-  Status s;
-  if (stream == Stream::kAlarms) {
-    std::vector<AlarmEvent> rows;
-    s = priority_->FetchAlarms(device, from, to, options_.batch_max_readings, rows);
-    if (s.ok() && !rows.empty()) {
-      size_t run = 1;
-      while (run < rows.size() && rows[run].seq == rows[run - 1].seq + 1) ++run;
-      first = rows.front().seq;
-      n = EncodeAlarms(header, std::span(rows).first(run), options_.batch_max_bytes, &payload);
-    }
-  } else {
-    std::vector<CounterSnapshot> rows;
-    s = priority_->FetchCounters(device, from, to, options_.batch_max_readings, rows);
-    if (s.ok() && !rows.empty()) {
-      size_t run = 1;
-      while (run < rows.size() && rows[run].seq == rows[run - 1].seq + 1) ++run;
-      first = rows.front().seq;
-      n = EncodeCounters(header, std::span(rows).first(run), options_.batch_max_bytes, &payload);
-    }
-  }
+size_t Uplink::PublishRecords(const std::string& device, Stream stream, int64_t from, int64_t to,
+                              bool historical, int refusals) {
+  std::vector<store::StoredEvent> rows;
+  Status s = reader_.FetchEvents(std::string(StreamName(stream)), device, from, to,
+                                 options_.batch_max_readings, rows);
   if (!s.ok()) {
-    Log(LogLevel::kError, "uplink", "read priority outbox: " + s.ToString());
+    Log(LogLevel::kError, "uplink", "read store events: " + s.ToString());
     return 0;
   }
-  if (n == 0) return 0;
+  if (rows.empty()) return 0;
+  size_t run = 1;
+  while (run < rows.size() && rows[run].seq == rows[run - 1].seq + 1) ++run;
+  std::string payload;
+  const size_t n = EncodeRecords(stream, BatchHeader{options_.gateway, device, historical},
+                                 std::span(rows).first(run), options_.batch_max_bytes, &payload);
+  const int64_t first = rows.front().seq;
   const int64_t last = first + static_cast<int64_t>(n) - 1;
   if (!PublishBatch(InflightBatch{device, stream, first, last, historical, refusals}, payload)) {
     return 0;
   }
   // The cursor moves past the records sent and any delivered ones before them.
   return static_cast<size_t>(last - from + 1);
+}
+
+Status Uplink::Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t limit,
+                     std::vector<store::StoredReading>& out) {
+  for (;;) {
+    store::BadChunk bad;
+    Status s;
+    if (holds_ == nullptr) {
+      s = reader_.FetchUndelivered(d.id, from, to, limit, out, &bad);
+    } else {
+      // No eviction between reading the rows and holding them.
+      store::DeliveryHolds::Exclusion exclusion(*holds_);
+      const size_t before = out.size();
+      s = reader_.FetchUndelivered(d.id, from, to, limit, out, &bad);
+      for (size_t i = before; i < out.size();) {
+        size_t j = i + 1;
+        while (j < out.size() && out[j].seq == out[j - 1].seq + 1) ++j;
+        holds_->Hold(d.name, out[i].seq, out[j - 1].seq);
+        i = j;
+      }
+    }
+    if (s.code() != StatusCode::kCorruption || bad.count <= 0) return s;
+    // A chunk that no longer decodes can never be delivered: the store drops it
+    // and reports its readings lost; sending goes on after it.
+    const int64_t last = bad.seq_first + bad.count - 1;
+    LogDevice(LogLevel::kError, "uplink", d.name,
+              "stored readings seq " + Range(bad.seq_first, last) + " do not decode (" + bad.why +
+                  "); they are discarded and reported lost");
+    ++counters_.chunks_discarded;
+    ack_sink_(store::DiscardReadings{d.name, bad.seq_first, last, store::kLossCorrupt});
+    from = last + 1;
+    if (from > to) return Status::Ok();
+  }
 }
 
 void Uplink::SendRetries(MonoTime now) {
@@ -570,8 +609,7 @@ void Uplink::SendRetries(MonoTime now) {
         continue;
       }
       rows.clear();
-      Status s =
-          reader_.FetchUndelivered(d->id, r.first, r.last, options_.batch_max_readings, rows);
+      Status s = Fetch(*d, r.first, r.last, options_.batch_max_readings, rows);
       if (!s.ok()) {
         Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
         return;
@@ -581,9 +619,10 @@ void Uplink::SendRetries(MonoTime now) {
         continue;
       }
       taken = PublishRun(*d, rows, r.first < d->live_from, r.refusals);
+      Release(d->name, std::span(rows).subspan(taken));
       if (taken > 0) next = rows[taken - 1].seq + 1;
     } else {
-      taken = PublishPriority(r.device, r.stream, r.first, r.last, false, r.refusals);
+      taken = PublishRecords(r.device, r.stream, r.first, r.last, false, r.refusals);
       if (taken == 0) {  // delivered meanwhile, or the outbox failed (logged)
         retries_.erase(retries_.begin() + static_cast<std::ptrdiff_t>(i));
         continue;
@@ -605,7 +644,7 @@ void Uplink::SendLive(DeviceOutbox& d, MonoTime now) {
     if (d.maybe_more && d.pending.size() < max) {
       const size_t want = max - d.pending.size();
       const size_t before = d.pending.size();
-      Status s = reader_.FetchUndelivered(d.id, d.live_next, kNoLimit, want, d.pending);
+      Status s = Fetch(d, d.live_next, kNoLimit, want, d.pending);
       if (!s.ok()) {
         Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
         return;
@@ -635,8 +674,7 @@ void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
   std::vector<store::StoredReading> rows;
   while (d.hist_next < d.live_from && WindowOpen() && BacklogAllowed(now)) {
     rows.clear();
-    Status s = reader_.FetchUndelivered(d.id, d.hist_next, d.live_from - 1,
-                                        options_.batch_max_readings, rows);
+    Status s = Fetch(d, d.hist_next, d.live_from - 1, options_.batch_max_readings, rows);
     if (!s.ok()) {
       Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
       return;
@@ -646,6 +684,7 @@ void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
       return;
     }
     const size_t taken = PublishRun(d, rows, true, 0);
+    Release(d.name, std::span(rows).subspan(taken));
     if (taken == 0) return;
     d.hist_next = rows[taken - 1].seq + 1;
   }
@@ -666,9 +705,15 @@ size_t Uplink::PublishRun(DeviceOutbox& d, std::span<const store::StoredReading>
                           bool historical, int refusals) {
   size_t n = 1;
   while (n < rows.size() && rows[n].seq == rows[n - 1].seq + 1) ++n;
+  n = ChunkAligned(rows, std::min(n, options_.batch_max_readings));
   std::string payload;
-  n = EncodeTelemetry(BatchHeader{options_.gateway, d.name, historical}, rows.first(n),
-                      options_.batch_max_bytes, &payload);
+  const BatchHeader header{options_.gateway, d.name, historical};
+  const size_t fit = EncodeTelemetry(header, rows.first(n), options_.batch_max_bytes, &payload);
+  if (fit < n) {
+    // The byte bound cut into the run: end the batch on the chunk boundary before.
+    n = ChunkAligned(rows, fit);
+    EncodeTelemetry(header, rows.first(n), kUnbounded, &payload);
+  }
   const InflightBatch batch{d.name,          Stream::kTelemetry, rows.front().seq,
                             rows[n - 1].seq, historical,         refusals};
   if (!PublishBatch(batch, payload)) return 0;
@@ -679,9 +724,30 @@ size_t Uplink::PublishRun(DeviceOutbox& d, std::span<const store::StoredReading>
   return n;
 }
 
+void Uplink::Release(const std::string& device, std::span<const store::StoredReading> rows) {
+  if (holds_ == nullptr) return;
+  for (size_t i = 0; i < rows.size();) {
+    size_t j = i + 1;
+    while (j < rows.size() && rows[j].seq == rows[j - 1].seq + 1) ++j;
+    holds_->Release(device, rows[i].seq, rows[j - 1].seq);
+    i = j;
+  }
+}
+
+void Uplink::ReleaseSession() {
+  if (holds_ == nullptr) return;
+  // Acked ranges are not among these: the store releases them with the ack.
+  for (const auto& [mid, b] : inflight_) {
+    if (b.stream == Stream::kTelemetry) holds_->Release(b.device, b.first, b.last);
+  }
+  for (const DeviceOutbox& d : devices_) Release(d.name, d.pending);
+}
+
 bool Uplink::PublishBatch(const InflightBatch& batch, const std::string& payload) {
-  const std::string topic =
-      DeviceTopic(options_.topic_prefix, options_.gateway, batch.device, StreamName(batch.stream));
+  const std::string topic = batch.stream == Stream::kEvents
+                                ? EventsTopic(options_.topic_prefix, options_.gateway)
+                                : DeviceTopic(options_.topic_prefix, options_.gateway, batch.device,
+                                              StreamName(batch.stream));
   std::vector<UserProperty> props;
   if (const DeviceKey* k = KeyOf(batch.device)) {
     if (k->key.empty()) return false;  // held: Held() is checked before fetching

@@ -2,16 +2,20 @@
 // the broker's acks back to the store.
 //
 // Promise:
-// - A record is reported delivered (ack sink, or PriorityOutbox::Delivered)
-//   only after the broker accepted its QoS 1 PUBLISH with a reason code below
-//   0x80. A refused batch stays in the store, is logged and counted, and is
-//   sent again after a backoff that doubles per refusal; nothing is dropped here.
+// - A record is reported delivered (through the ack sink, to the store) only
+//   after the broker accepted its QoS 1 PUBLISH with a reason code below 0x80. A refused batch
+//   stays in the store, is logged and counted, and is sent again after a backoff that doubles per
+//   refusal; nothing is dropped here.
 // - Each batch is a run of consecutive sequence numbers of one device and one
 //   stream, at most batch_max_readings records and batch_max_bytes of payload
-//   (a single larger record still goes alone). Live readings are batched until
-//   the batch is full or batch_linger has passed since the first of them arrived.
-// - Order of sending: alarm events and counter snapshots (the priority outbox)
-//   first, then live telemetry, then the backlog. Rows that were already in the
+//   (a single larger record still goes alone). Telemetry batches end on a
+//   store chunk boundary, so that every ack covers whole chunks; a chunk
+//   larger than the bounds goes alone. Live readings are batched until the
+//   batch is full or batch_linger has passed since the first of them arrived.
+//   A stored chunk that no longer decodes is discarded (the store reports its
+//   readings lost), never sent and never left to block its device.
+// - Order of sending: the event streams (the gateway's events, alarm events,
+//   counter snapshots) first, then live telemetry, then the backlog. Rows that were already in the
 //   store when a session began are the backlog: they go out flagged historical,
 //   at most backlog_rate bytes/s if that is set, so a replay never holds back
 //   live data nor floods a metered link.
@@ -31,7 +35,7 @@
 //   that says offline) and publishes every configured device's birth (retained).
 //
 // Threads: Start() spawns the uplink thread, which owns the MQTT client, the
-// store reader, the priority outbox and all state below. NotifyNewData(),
+// store reader and all state below. NotifyNewData(),
 // RequestKeyReload(), Stop() and counters() are safe from any thread. Tests
 // drive RunOnce() instead of Start().
 #pragma once
@@ -49,10 +53,11 @@
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/heartbeat.h"
 #include "agent/uplink/broker_url.h"
 #include "agent/uplink/mqtt_client.h"
-#include "agent/uplink/priority_outbox.h"
 #include "agent/uplink/telemetry.h"
+#include "store/delivery_holds.h"
 #include "store/outbox_reader.h"
 #include "store/types.h"
 
@@ -99,14 +104,16 @@ struct UplinkCounters {
   std::atomic<uint64_t> payload_bytes_sent{0};  // JSON payloads of every batch sent
   std::atomic<uint64_t> readings_sent{0};       // readings in those batches, resends included
   std::atomic<uint64_t> readings_acked{0};
-  std::atomic<uint64_t> priority_acked{0};   // alarm events and counter snapshots
-  std::atomic<uint64_t> batches_refused{0};  // PUBACK reason >= 0x80
+  std::atomic<uint64_t> records_acked{0};     // of the event streams
+  std::atomic<uint64_t> chunks_discarded{0};  // stored chunks that did not decode
+  std::atomic<uint64_t> batches_refused{0};   // PUBACK reason >= 0x80
   std::atomic<uint64_t> inflight{0};
   std::atomic<uint64_t> devices_held{0};  // devices whose key file cannot be used now
   std::atomic<uint64_t> key_reloads{0};
 };
 
-using AckSink = std::function<void(store::DeliveryAck&&)>;
+// Takes what the uplink reports to the store: DeliveryAck, EventAck, DiscardReadings.
+using AckSink = std::function<void(store::StoreItem&&)>;
 
 class Uplink {
  public:
@@ -116,9 +123,11 @@ class Uplink {
   Uplink(const Uplink&) = delete;
   Uplink& operator=(const Uplink&) = delete;
 
-  // The source of alarm events and counter snapshots. Set before Start(); none
-  // by default.
-  void SetPriorityOutbox(std::unique_ptr<PriorityOutbox> outbox) { priority_ = std::move(outbox); }
+  // The ranges this uplink takes out of the store are held there (see
+  // store::DeliveryHolds) until they are acked or dropped, so that the ring
+  // does not report a reading lost while it is being delivered. Not owned;
+  // set before Start().
+  void SetHolds(store::DeliveryHolds* holds) { holds_ = holds; }
 
   void Start();
   // Stops sending, waits up to stop_grace for outstanding acks, marks the
@@ -135,6 +144,8 @@ class Uplink {
   void RunOnce(std::chrono::milliseconds max_wait);
 
   const UplinkCounters& counters() const { return counters_; }
+  // Beats every RunOnce(), at least every kHeartbeatEvery. Safe from any thread.
+  const Heartbeat& heartbeat() const { return heartbeat_; }
   size_t inflight() const { return inflight_.size(); }
   bool connected() const { return state_ == State::kConnected; }
 
@@ -151,8 +162,8 @@ class Uplink {
     MonoTime pending_since{};
     bool maybe_more = true;  // the store may hold live rows at or past live_next
   };
-  // Where one (device, priority stream) stands in this session.
-  struct PriorityCursor {
+  // Where one event stream (of a device, or the gateway's) stands in this session.
+  struct StreamCursor {
     std::string device;
     Stream stream = Stream::kAlarms;
     int64_t live_from = 1;
@@ -206,10 +217,10 @@ class Uplink {
   // Adds devices the store knows and this session does not. At session start
   // their stored rows become the backlog; later, a new device's rows are all live.
   bool RefreshDevices(bool session_start);
-  bool RefreshPriority(bool session_start);
+  bool RefreshStreams(bool session_start);
   DeviceOutbox* FindDevice(const std::string& name);
   bool WindowOpen() const { return inflight_.size() < static_cast<size_t>(options_.max_inflight); }
-  void SendPriority();
+  void SendStreams();
   void SendRetries(MonoTime now);
   void SendLive(DeviceOutbox& d, MonoTime now);
   void SendHistorical(DeviceOutbox& d, MonoTime now);
@@ -217,8 +228,16 @@ class Uplink {
   // returns how many rows it took (0: nothing was sent).
   size_t PublishRun(DeviceOutbox& d, std::span<const store::StoredReading> rows, bool historical,
                     int refusals);
-  size_t PublishPriority(const std::string& device, Stream stream, int64_t from, int64_t to,
-                         bool historical, int refusals);
+  size_t PublishRecords(const std::string& device, Stream stream, int64_t from, int64_t to,
+                        bool historical, int refusals);
+  // Fetches a device's undelivered readings (and holds them in the store); a
+  // chunk that does not decode is discarded and the fetch goes on after it.
+  Status Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t limit,
+               std::vector<store::StoredReading>& out);
+  // Lets go of readings taken out of the store that are neither pending nor in flight.
+  void Release(const std::string& device, std::span<const store::StoredReading> rows);
+  // Lets go of everything the session holds but has not had acked.
+  void ReleaseSession();
   // Signs (if the device has a key) and publishes one batch; false if it was not sent.
   bool PublishBatch(const InflightBatch& batch, const std::string& payload);
   void PublishStatus(std::string_view state);
@@ -231,10 +250,11 @@ class Uplink {
   const UplinkOptions options_;
   std::unique_ptr<MqttClient> client_;
   store::OutboxReader reader_;
+  store::DeliveryHolds* holds_ = nullptr;
   AckSink ack_sink_;
-  std::unique_ptr<PriorityOutbox> priority_;
   const Clock& clock_;
   UplinkCounters counters_;
+  Heartbeat heartbeat_;
 
   State state_ = State::kDisconnected;
   size_t broker_index_ = 0;
@@ -248,7 +268,7 @@ class Uplink {
   MonoTime key_retry_at_{};
 
   std::vector<DeviceOutbox> devices_;
-  std::vector<PriorityCursor> priority_cursors_;
+  std::vector<StreamCursor> stream_cursors_;
   size_t rr_ = 0;  // round-robin start, so that no device always goes first
   std::unordered_map<int, InflightBatch> inflight_;
   std::vector<RetryRange> retries_;

@@ -90,6 +90,7 @@ std::string ExceptionName(int code) {
     case 4: return "server device failure";
     case 5: return "acknowledge";
     case 6: return "server device busy";
+    case 8: return "memory parity error";
     case 10: return "gateway path unavailable";
     case 11: return "gateway target device failed to respond";
     default: return "exception " + std::to_string(code);

@@ -17,9 +17,16 @@ bool IsException(const Status& s) { return s.message().starts_with("exception:")
 
 // A valid answer never came: the device may be gone, so the rest of its
 // requests in this poll would only cost more timeouts.
+// Exceptions 10 and 11 come from a gateway in front of the device: no path
+// to it, or it did not answer the gateway (which says so after a timeout of
+// its own). For the device they mean no answer, like a timeout.
+bool GatewayNoAnswer(const Status& s) {
+  return s.message() == "exception:10" || s.message() == "exception:11";
+}
+
 bool NoAnswer(const Status& s) {
   return s.code() == StatusCode::kTimeout || s.code() == StatusCode::kUnavailable ||
-         s.code() == StatusCode::kIOError;
+         s.code() == StatusCode::kIOError || GatewayNoAnswer(s);
 }
 
 bool Retryable(const Status& s) {
@@ -103,7 +110,7 @@ void ModbusPoller::Stop() {
 void ModbusPoller::Run() {
   while (!stop_.requested()) {
     const MonoTime next = RunDue();
-    stop_.WaitUntil(next);
+    stop_.WaitUntil(std::min(next, clock_.mono() + kHeartbeatEvery));
   }
   transport_->Close();
 }
@@ -115,6 +122,7 @@ MonoTime ModbusPoller::RunDue() {
     const size_t i = schedule_.Earliest();
     const MonoTime due = schedule_.next_due(i);
     const MonoTime now = clock_.mono();
+    heartbeat_.Beat(now);
     if (due > now || stop_.requested()) return due;
     DeviceState& d = devices_[entries_[i].first];
     due_groups.clear();
@@ -240,8 +248,8 @@ void ModbusPoller::PollGroup(DeviceState& d, Group& g, std::vector<Reading>* out
                          " (exception 2, illegal data address): check the tag's address"});
       }
     }
-    if (IsException(s)) {
-      outcome->answered = true;
+    if (IsException(s) && !GatewayNoAnswer(s)) {
+      outcome->answered = true;  // the device is there; it refused this request
     } else {
       outcome->failed = true;
       if (outcome->failure.empty()) {

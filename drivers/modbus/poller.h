@@ -13,12 +13,13 @@
 //     in a burst.
 //   - Faults stay with their device: a request that gets no answer (timeout)
 //     is retried `retries` times, then the device's remaining requests of this
-//     poll are skipped with the same error. After `down_after` polls in a row
-//     without a valid answer the device is down and is only tried again after
-//     a backoff (1 s, doubling up to `backoff_max`), with a single request and
-//     no retries, so that the other devices of the endpoint keep their rate.
-//     While it waits, its slots yield bad readings with the last error, at no
-//     cost on the wire. A dead endpoint is reconnected with the same backoff.
+//     poll are skipped with the same error. Exceptions 10 and 11 (a gateway
+//     saying the device behind it is unreachable or did not answer) count as
+//     no answer too, without a retry: the gateway has waited already. After `down_after` polls in a
+//     row without a valid answer the device is down and is only tried again after a backoff (1 s,
+//     doubling up to `backoff_max`), with a single request and no retries, so that the other
+//     devices of the endpoint keep their rate. While it waits, its slots yield bad readings with
+//     the last error, at no cost on the wire. A dead endpoint is reconnected with the same backoff.
 //   - A request that a device refuses with exception 2 (illegal data address)
 //     is split, and split again, until the refused tags are isolated; they
 //     are reported bad with exception:2, the others are read, and the split
@@ -27,7 +28,7 @@
 //     `dropped_batches`, never lost silently.
 //
 // Threads: Start() spawns the poller thread, which alone touches the transport,
-// the plans and the schedule. Stop(), counters() and link_state() are safe from
+// the plans and the schedule. Stop(), counters(), link_state() and heartbeat() are safe from
 // any thread (atomics). RunDue() is for tests only: they call it instead of Start().
 #pragma once
 
@@ -39,6 +40,7 @@
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/heartbeat.h"
 #include "agent/core/reading.h"
 #include "agent/core/stop_signal.h"
 #include "drivers/modbus/poll_schedule.h"
@@ -51,10 +53,10 @@ namespace tagrelay::modbus {
 // Receives one device's batch; returns false if it could not take it.
 using ReadingSink = std::function<bool(ReadingBatch&&)>;
 
-// ok: the last poll got a valid answer (data or a Modbus exception) to every
-// request; degraded: to some, or none yet fewer than `down_after` times in a
-// row; down: no valid answer `down_after` polls in a row, or the endpoint is
-// not connected.
+// ok: the last poll got a valid answer (data, or a Modbus exception other
+// than 10 and 11) to every request; degraded: to some, or none yet fewer than
+// `down_after` times in a row; down: no valid answer `down_after` polls in a
+// row, or the endpoint is not connected.
 enum class LinkState : uint8_t { kOk, kDegraded, kDown };
 std::string_view LinkStateName(LinkState s);
 
@@ -105,6 +107,8 @@ class ModbusPoller {
   const DeviceSpec& device(size_t i) const { return devices_[i].spec; }
   const DeviceCounters& counters(size_t i) const { return *devices_[i].counters; }
   LinkState link_state(size_t i) const { return devices_[i].counters->link.load(); }
+  // Beats before each device poll and at least every kHeartbeatEvery while idle.
+  const Heartbeat& heartbeat() const { return heartbeat_; }
 
  private:
   struct Group {
@@ -160,6 +164,7 @@ class ModbusPoller {
   std::chrono::milliseconds backoff_{0};
   bool connect_logged_ = false;
 
+  Heartbeat heartbeat_;
   StopSignal stop_;
   std::thread thread_;
 };

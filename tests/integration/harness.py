@@ -4,7 +4,9 @@ subscriber that records every telemetry batch.
 
 Runs under Debian's /usr/bin/python3 (python3-paho-mqtt 1.6)."""
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -200,13 +202,31 @@ class Simulator:
 
 
 class Agent:
+    """The agent, run on `config`. A config without a [status] section gets
+    one that keeps the status of this agent to itself: the socket in the
+    work dir (`status_socket`) and no web page, so that tests running side by
+    side do not meet on the default port and socket."""
+
     def __init__(self, binary, config, workdir):
         self.binary = binary
         self.config = config
         self.log = os.path.join(workdir.path, "agent.log")
+        self.status_socket = os.path.join(workdir.path, "status.sock")
+        with open(config) as f:
+            text = f.read()
+        if not re.search(r"^\[status\]", text, re.M):
+            with open(config, "a") as f:
+                f.write(f'\n[status]\nlisten = ""\nsocket = "{self.status_socket}"\n')
         self.proc = None
 
+    def status(self):
+        """`tagrelay status --json` of the running agent, parsed."""
+        out = subprocess.run([self.binary, "status", "--json", "--socket", self.status_socket],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return json.loads(out)
+
     def start(self):
+        self._runs_before = self.log_text().count(" running: ") if os.path.exists(self.log) else 0
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen([self.binary, "run", "--config", self.config],
                                          stdout=subprocess.DEVNULL, stderr=log)
@@ -218,6 +238,11 @@ class Agent:
             return stop_process(self.proc, sig, timeout)
         finally:
             self.proc = None
+
+    def wait_running(self, timeout=30):
+        """Waits until the agent started last has opened its store and started its workers."""
+        wait_for(lambda: self.log_text().count(" running: ") > self._runs_before, timeout,
+                 what="the agent to start")
 
     def log_text(self):
         with open(self.log) as f:

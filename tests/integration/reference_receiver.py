@@ -30,11 +30,12 @@ import os
 import signal
 import sys
 import threading
+import time
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "schema")
-KINDS = ("telemetry", "alarms", "counters", "birth", "status")
+KINDS = ("telemetry", "alarms", "counters", "events", "birth", "status")
 STREAMS = ("telemetry", "alarms", "counters")  # the kinds that carry sequence numbers
-ITEMS = {"telemetry": "readings", "alarms": "events", "counters": "snapshots"}
+ITEMS = {"telemetry": "readings", "alarms": "events", "counters": "snapshots", "events": "events"}
 
 
 def key_id(key):
@@ -84,6 +85,23 @@ def load_validators(schema_dir=SCHEMA_DIR):
     return validators
 
 
+def _subtract(rng, ranges):
+    """The parts of the closed range `rng` that none of `ranges` covers."""
+    parts = [rng]
+    for a, b, *_ in ranges:
+        rest = []
+        for x, y in parts:
+            if b < x or a > y:
+                rest.append((x, y))
+                continue
+            if x < a:
+                rest.append((x, a - 1))
+            if y > b:
+                rest.append((b + 1, y))
+        parts = rest
+    return parts
+
+
 class ReferenceReceiver:
     """The transport-independent part: feed it every message with handle()."""
 
@@ -99,6 +117,7 @@ class ReferenceReceiver:
         self.status = []      # accepted status payloads in arrival order
         self.duplicates = 0   # records received again
         self.rejected = []    # (topic, reason)
+        self.lost = {}        # (gateway, device) -> [(first, last, reason)] from readings_lost events
         self.accepted = 0
 
     # --- one message -------------------------------------------------------
@@ -117,8 +136,8 @@ class ReferenceReceiver:
         if not topic.startswith(self.prefix + "/"):
             return "topic outside the prefix"
         parts = topic[len(self.prefix) + 1:].split("/")
-        if len(parts) == 2 and parts[1] == "status":
-            gateway, device, kind = parts[0], None, "status"
+        if len(parts) == 2 and parts[1] in ("status", "events"):
+            gateway, device, kind = parts[0], None, parts[1]
         elif len(parts) == 3 and parts[2] in KINDS and parts[2] != "status":
             gateway, device, kind = parts
         else:
@@ -134,7 +153,7 @@ class ReferenceReceiver:
             return f"schema {kind}: {where}: {e.message}"
         if doc["gateway"] != gateway:
             return f"payload gateway {doc['gateway']!r} does not match the topic"
-        if device is not None and doc["device"] != device:
+        if device is not None and doc.get("device") != device:
             return f"payload device {doc['device']!r} does not match the topic"
         if device is not None:
             reason = self._verify(gateway, device, topic, payload, props)
@@ -154,14 +173,19 @@ class ReferenceReceiver:
                     f"{len(items)} records")
         with self.lock:
             self.batches.append((kind, doc))
-            seen = self.seen.setdefault((gateway, device, kind), set())
+            # The gateway's own events have one sequence per gateway: device "".
+            seen = self.seen.setdefault((gateway, device or "", kind), set())
             for i, item in enumerate(items):
                 seq = doc["seq_first"] + i
                 if seq in seen:
                     self.duplicates += 1
                     continue
                 seen.add(seq)
-                self.records[(gateway, device, kind, seq)] = dict(item, historical=doc["historical"])
+                self.records[(gateway, device or "", kind, seq)] = dict(
+                    item, historical=doc["historical"], arrived_ms=int(time.time() * 1000))
+                if kind == "events" and item["kind"] == "readings_lost":
+                    self.lost.setdefault((gateway, item["device"]), []).append(
+                        (item["seq_first"], item["seq_last"], item["reason"]))
         return None
 
     def _verify(self, gateway, device, topic, payload, props):
@@ -185,18 +209,27 @@ class ReferenceReceiver:
             return sorted(self.seen.get((gateway, device, stream), ()))
 
     def gaps(self):
-        """(gateway, device, stream) -> [(first, last), ...] missing below the highest seen."""
+        """(gateway, device, stream) -> [(first, last), ...] missing below the highest seen
+        that the gateway has not reported lost (see lost_ranges())."""
         out = {}
         with self.lock:
             for key, seen in self.seen.items():
+                gateway, device, stream = key
+                reported = self.lost.get((gateway, device), []) if stream == "telemetry" else []
                 missing, expect = [], 1
                 for s in sorted(seen):
                     if s > expect:
-                        missing.append((expect, s - 1))
+                        for a, b in _subtract((expect, s - 1), reported):
+                            missing.append((a, b))
                     expect = s + 1
                 if missing:
                     out[key] = missing
         return out
+
+    def lost_ranges(self, gateway, device):
+        """The telemetry the gateway reported it gave up: [(first, last, reason)]."""
+        with self.lock:
+            return list(self.lost.get((gateway, device), []))
 
     def summary(self):
         gaps = self.gaps()
@@ -209,6 +242,11 @@ class ReferenceReceiver:
         for (gw, dev, stream), ranges in sorted(gaps.items()):
             text = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in ranges)
             lines.append(f"  GAP {gw}/{dev}/{stream}: {text}")
+        with self.lock:
+            lost = sorted(self.lost.items())
+        for (gw, dev), ranges in lost:
+            text = ", ".join(f"{a}..{b} ({why})" for a, b, why in ranges)
+            lines.append(f"  LOST (reported by the gateway) {gw}/{dev}/telemetry: {text}")
         for topic, reason in self.rejected:
             lines.append(f"  REJECTED {topic}: {reason}")
         return "\n".join(lines)
@@ -231,6 +269,7 @@ class Subscriber:
         # message goes to one of them (MQTT 5, docs/protocol.md).
         self.topic = f"$share/{shared_group}/{topic}" if shared_group else topic
         self.subscribed = threading.Event()
+        self.subscriptions = 0  # SUBACKs received: one per (re)connection
         self.client = mqtt.Client(client_id=client_id or f"tagrelay-receiver-{os.getpid()}-{port}",
                                   protocol=mqtt.MQTTv5)
         if user:
@@ -239,6 +278,7 @@ class Subscriber:
             self.client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
@@ -249,6 +289,9 @@ class Subscriber:
         if rc == 0:
             client.subscribe(self.topic, qos=1)
             self.subscribed.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):
+        self.subscriptions += 1
 
     def _on_message(self, client, userdata, msg):
         props = getattr(msg.properties, "UserProperty", None) or []

@@ -19,6 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import store_peek  # noqa: E402
 
 AGENT = os.environ.get("TAGRELAY_BIN", "build/agent/tagrelay")
 SIM = os.environ.get("TAGRELAY_SIM", "build/tests/tagrelay-modbus-sim")
@@ -138,6 +139,9 @@ class CrashTest(unittest.TestCase):
         def delivered_backlog():
             return all(self.receiver.seqs(d)[:n - 1] == list(range(1, n)) for d, n in backlog.items())
         harness.wait_for(delivered_backlog, 60, interval=0.1, what="the backlog to be delivered")
+        # The killed runs may have delivered it all already: a SIGTERM must not
+        # come before the agent handles signals (until then it simply kills it).
+        self.agent.wait_running()
         self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
         time.sleep(0.2)
 
@@ -145,13 +149,11 @@ class CrashTest(unittest.TestCase):
         self.assertEqual(len(devices), DEVICES)
         for name, next_seq in devices.items():
             got = set(self.receiver.seqs(name))
-            kept = {s for (s,) in self.store("SELECT seq FROM readings r JOIN devices d ON d.id = "
-                                              "r.device_id WHERE d.name = ? AND delivered = 0", name)}
+            kept = store_peek.seqs(self.db, name, delivered=False)
             self.assertEqual(got | kept, set(range(1, next_seq)),
                              f"{name}: every sequence number is at the receiver or in the store "
                              f"(seed {SEED})")
-            delivered = {s for (s,) in self.store("SELECT seq FROM readings r JOIN devices d ON d.id = "
-                                                   "r.device_id WHERE d.name = ? AND delivered = 1", name)}
+            delivered = store_peek.seqs(self.db, name, delivered=True)
             self.assertTrue(delivered <= got, f"{name}: marked delivered but never received")
         self.assertEqual(self.receiver.errors, [])
         # A kill can cost at most what was in flight, plus acks not yet committed.

@@ -11,7 +11,6 @@ binaries (ctest sets them).
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import store_peek  # noqa: E402
 
 AGENT = os.environ.get("TAGRELAY_BIN", "build/agent/tagrelay")
 SIM = os.environ.get("TAGRELAY_SIM", "build/tests/tagrelay-modbus-sim")
@@ -59,12 +59,10 @@ poll = "{poll}"
 
 
 def readings(db_path, dev_id, tag):
-    """(ts, quality, value, err) of one tag, in acquisition order."""
-    with sqlite3.connect(db_path) as db:
-        return db.execute(
-            "SELECT r.ts, r.quality, r.value, r.err FROM readings r "
-            "JOIN devices d ON d.id = r.device_id JOIN tags t ON t.id = r.tag_id "
-            "WHERE d.name = ? AND t.name = ? ORDER BY r.seq", (dev_id, tag)).fetchall()
+    """(ts, quality, value, err) of one tag, in acquisition order; quality 0 is good."""
+    codes = {"good": 0, "bad": 1, "uncertain": 2}
+    return [(r["ts"], codes[r["q"]], r["v"], r["err"] or None)
+            for r in store_peek.readings(db_path, dev_id) if r["tag"] == tag]
 
 
 def good_rate(rows, since_ms):
@@ -183,7 +181,9 @@ retries = 1
             pair = readings(db, f"rtu-{unit}", "pair")
             self.assertEqual(pair[-1][2], ((unit * 100 + 2) << 16) + unit * 100 + 3)
             rate = good_rate(readings(db, f"rtu-{unit}", "counter"), started + 2000)
-            self.assertGreaterEqual(rate, 8.5, f"unit {unit}: {rate:.1f} polls/s, want 10")
+            # A dead unit that stalled the bus (150 ms, retried, every cycle) would
+            # leave the live ones about 3 polls/s; 8 leaves room for a loaded machine.
+            self.assertGreaterEqual(rate, 8.0, f"unit {unit}: {rate:.1f} polls/s, want 10")
         dead = readings(db, "rtu-3", "counter")
         self.assertTrue(dead and all(r[3] == "timeout" for r in dead))
         # Three polls with a retry each, then single attempts backed off 1, 2, 4 s.

@@ -33,6 +33,24 @@ def signed(key, t, payload):
     return [("kid", rr.key_id(key)), ("sig", rr.signature(key, t, payload))]
 
 
+class LossTest(unittest.TestCase):
+    def test_a_reported_loss_is_not_a_gap(self):
+        r = rr.ReferenceReceiver()
+        self.assertIsNone(r.handle(topic("telemetry"), batch(1, 5)))
+        self.assertIsNone(r.handle(topic("telemetry"), batch(21, 5)))
+        self.assertEqual(r.gaps(), {(GW, DEV, "telemetry"): [(6, 20)]})
+        events = json.dumps({"schema": "tagrelay.events.v1", "gateway": GW, "seq_first": 1,
+                             "seq_last": 1, "historical": False,
+                             "events": [{"kind": "readings_lost", "ts": 1, "device": DEV,
+                                         "seq_first": 6, "seq_last": 17, "count": 12,
+                                         "reason": "ring_full"}]}).encode()
+        self.assertIsNone(r.handle(f"tagrelay/v1/{GW}/events", events))
+        self.assertEqual(r.gaps(), {(GW, DEV, "telemetry"): [(18, 20)]},
+                         "only what the gateway did not account for is a gap")
+        self.assertEqual(r.lost_ranges(GW, DEV), [(6, 17, "ring_full")])
+        self.assertIn("LOST (reported by the gateway)", r.summary())
+
+
 class SchemaTest(unittest.TestCase):
     def test_every_example_is_valid_and_every_kind_has_one(self):
         r = rr.ReferenceReceiver()
@@ -43,7 +61,7 @@ class SchemaTest(unittest.TestCase):
             doc = json.loads(payload)
             kind = doc["schema"].split(".")[1]
             kinds.add(kind)
-            t = (f"tagrelay/v1/{doc['gateway']}/status" if kind == "status"
+            t = (f"tagrelay/v1/{doc['gateway']}/{kind}" if kind in ("status", "events")
                  else f"tagrelay/v1/{doc['gateway']}/{doc['device']}/{kind}")
             self.assertIsNone(r.handle(t, payload), path)
         self.assertEqual(kinds, set(rr.KINDS))

@@ -10,13 +10,13 @@ Environment: TAGRELAY_BIN and TAGRELAY_SIM name the built binaries (ctest sets t
 
 import os
 import signal
-import sqlite3
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import store_peek  # noqa: E402
 import scripted_broker as sb  # noqa: E402
 
 AGENT = os.environ.get("TAGRELAY_BIN", "build/agent/tagrelay")
@@ -63,13 +63,12 @@ class ScriptedBrokerTest(unittest.TestCase):
         """Stops the agent cleanly and compares the store with the broker's acks."""
         self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
         self.agent = None
-        with sqlite3.connect(self.db) as db:
-            rows = db.execute("SELECT seq, delivered FROM readings ORDER BY seq").fetchall()
+        rows = sorted((r["seq"], r["delivered"]) for r in store_peek.readings(self.db))
         delivered = {s for s, d in rows if d}
         acked = self.broker.acked_seqs(DEVICE)
         self.assertTrue(delivered <= acked,
                         f"marked delivered without an ack: {sorted(delivered - acked)[:20]}")
-        self.assertEqual(delivered, acked, "every acknowledged reading is marked delivered")
+        self.assertEqual(delivered, acked, "every acknowledged chunk is marked delivered")
         self.assertEqual([s for s, _ in rows], list(range(1, len(rows) + 1)))
         return delivered, {s for s, _ in rows}
 
@@ -102,8 +101,7 @@ class ScriptedBrokerTest(unittest.TestCase):
         self.wait(lambda: any(p.outcome == "withheld" for p in self.broker.telemetry()),
                   "a withheld ack")
         time.sleep(0.5)
-        with sqlite3.connect(self.db) as db:
-            delivered_now = {s for (s,) in db.execute("SELECT seq FROM readings WHERE delivered=1")}
+        delivered_now = store_peek.seqs(self.db, DEVICE, delivered=True)
         withheld = set()
         for p in self.broker.telemetry():
             if p.outcome == "withheld":

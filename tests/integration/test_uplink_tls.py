@@ -20,6 +20,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import store_peek  # noqa: E402
 import reference_receiver  # noqa: E402
 
 AGENT = os.environ.get("TAGRELAY_BIN", "build/agent/tagrelay")
@@ -90,8 +91,7 @@ class TlsTestBase(unittest.TestCase):
                          what=f"log line containing {text!r}")
 
     def delivered_count(self):
-        with sqlite3.connect(self.db) as db:
-            return db.execute("SELECT count(*) FROM readings WHERE delivered = 1").fetchone()[0]
+        return len(store_peek.seqs(self.db, DEVICE, delivered=True))
 
     def assert_refused(self, log_text):
         self.wait_log(log_text)
@@ -127,19 +127,39 @@ class TlsSessionTest(TlsTestBase):
             # A killed mosquitto may lose what it acknowledged but had not yet
             # passed on or saved: that is the broker's loss. The gateway's part
             # is that whatever was not acknowledged is still in its store.
+            acked_before_kill = store_peek.seqs(self.db, DEVICE, delivered=True)
+            unacked_at_kill = store_peek.seqs(self.db, DEVICE, delivered=False)
             with sqlite3.connect(self.db) as db:
-                acked_before_kill = {s for (s,) in db.execute(
-                    "SELECT seq FROM readings WHERE delivered = 1")}
-                unacked_at_kill = {s for (s,) in db.execute(
-                    "SELECT seq FROM readings WHERE delivered = 0")}
                 last = db.execute("SELECT next_seq - 1 FROM devices").fetchone()[0]
-            time.sleep(0.5)
-            broker.start()
+            # The receiver must be back before the gateway: a broker killed with
+            # -9 may come back without the receiver's session, and then drops
+            # what the gateway replays (and it acknowledges) until the receiver
+            # subscribes again. The gateway waits, stopped, meanwhile.
+            subscriptions = sub.subscriptions
+            self.agent.proc.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(0.5)
+                broker.start()
+                harness.wait_for(lambda: sub.subscriptions > subscriptions, 30,
+                                 what="the receiver subscribed again")
+            finally:
+                self.agent.proc.send_signal(signal.SIGCONT)
 
             def caught_up():
                 seqs = set(core.seqs(GATEWAY, DEVICE))
                 return unacked_at_kill <= seqs and set(range(last + 1, last + 31)) <= seqs
-            harness.wait_for(caught_up, 30, what="every unacknowledged reading after the outage")
+            try:
+                harness.wait_for(caught_up, 90, what="every unacknowledged reading after the outage")
+            except TimeoutError:
+                seqs = set(core.seqs(GATEWAY, DEVICE))
+                missing = unacked_at_kill - seqs
+                acked = missing & store_peek.seqs(self.db, DEVICE, delivered=True)
+                print(f"\nof those not received, acknowledged by the broker: {len(acked)}/"
+                      f"{len(missing)}", file=sys.stderr)
+                print(f"\nnot received: {sorted(unacked_at_kill - seqs)[:20]}; newest received "
+                      f"{max(seqs)}, stored up to {last}\n{core.summary()}\n--- agent log:\n"
+                      f"{self._read(self.agent.log)[-4000:]}", file=sys.stderr)
+                raise
             self.assertEqual(self.agent.stop(signal.SIGTERM), 0)
             time.sleep(0.5)
         finally:
@@ -159,8 +179,7 @@ class TlsSessionTest(TlsTestBase):
         self.assertIn("online", states)
         self.assertEqual(states[-1], "offline")
         # Everything marked delivered reached the receiver, signed and verified.
-        with sqlite3.connect(self.db) as db:
-            delivered = {s for (s,) in db.execute("SELECT seq FROM readings WHERE delivered = 1")}
+        delivered = store_peek.seqs(self.db, DEVICE, delivered=True)
         self.assertTrue(delivered)
         self.assertTrue(delivered <= set(core.seqs(GATEWAY, DEVICE)))
         log = self._read(self.agent.log)

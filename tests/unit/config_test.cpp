@@ -385,6 +385,58 @@ port 502
       << r.errors[0].ToString();
 }
 
+TEST(ConfigErrorTest, NonAsciiTextInStringsAndCommentsIsKept) {
+  // "°C", "é" and a presentation form in string values of every kind, in a
+  // quoted key and in comments; a byte order mark at the start.
+  std::string text = "\xEF\xBB\xBF# Temp\xC3\xA9rature \xEF\xB9\xBF\n" + std::string(kMinimal) +
+                     "unit = \"\xC2\xB0"
+                     "C\"  # \xC2\xB0"
+                     "C\n"
+                     "description = '''\n\xC3\xA9t\xC3\xA9 \xEF\xB9\xBF'''\n";
+  ConfigResult r = Parse(text);
+  ASSERT_TRUE(Ok(r)) << Dump(r);
+  EXPECT_EQ(r.config->devices[0].tags[0].unit,
+            "\xC2\xB0"
+            "C");
+  // A multi-line basic string with quotes at its end and a continued line.
+  r = Parse(std::string(kMinimal) + "unit = \"\"\"\xC2\xB0\\\n  x\xC2\xB0\"\"\"\"\n");
+  ASSERT_TRUE(Ok(r)) << Dump(r);
+  EXPECT_EQ(r.config->devices[0].tags[0].unit, "\xC2\xB0x\xC2\xB0\"");
+  // A quoted key is a string too: the parser sees it and calls it unknown.
+  r = Parse(std::string(kMinimal) + "\"\xC3\xA9\" = 1\n");
+  ASSERT_EQ(r.errors.size(), 1u) << Dump(r);
+  EXPECT_NE(r.errors[0].message.find("unknown key"), std::string::npos) << Dump(r);
+}
+
+TEST(ConfigErrorTest, NonAsciiTextWhereTheParserLooksForWhitespaceIsRefusedWithItsPlace) {
+  // Outside strings and comments: after a bare key, as a bare value, after a
+  // string value, in a table header. The column counts characters, not bytes.
+  EXPECT_TRUE(OnlyError(Parse("[gateway]\nid\xC6\x92 = \"gw\"\n"), 2, 3,
+                        "character U+0192 outside a string or a comment",
+                        "put the text in quotes"));
+  EXPECT_TRUE(OnlyError(Parse("[gateway]\nid = \"\xC3\xA9\" \xC3\xA9\n"), 2, 10,
+                        "character U+00E9 outside a string or a comment"));
+  EXPECT_TRUE(OnlyError(Parse("a = tr\xE3\x80\x81\n"), 1, 7, "character U+3001"));
+  EXPECT_TRUE(
+      OnlyError(Parse("a = [1, { b = \"x\" }, \xEF\xB9\xBF]\n"), 1, 22, "character U+FE7F"));
+  EXPECT_TRUE(OnlyError(Parse("[t\xC3\xA9]\n"), 1, 3, "character U+00E9"));
+  // In a multi-line basic string: right after a backslash, and first on a line
+  // continued by a line-ending backslash (after its whitespace).
+  EXPECT_TRUE(OnlyError(Parse("a = \"\"\"x\\\xC3\xA9\"\"\"\n"), 1, 10,
+                        "after a backslash in a multi-line string", "ASCII character"));
+  EXPECT_TRUE(OnlyError(Parse("a = \"\"\"x\\  \n\n   \xC3\xA9\"\"\"\n"), 3, 4,
+                        "after a backslash in a multi-line string"));
+  // Escaped quotes and backslashes do not end a string early.
+  EXPECT_TRUE(Ok(Parse(std::string(kMinimal) + "unit = \"\\\"\xC3\xA9\\\\\"\n")));
+  EXPECT_TRUE(Ok(Parse(std::string(kMinimal) + "unit = \"\"\"\\\\\xC3\xA9\\\"\"\"\"\n")));
+  // Inside a bare value the parser reads on through quotes.
+  EXPECT_TRUE(OnlyError(Parse("a = +1\"\"\"\xC3\xA9\"\"\"\n"), 1, 10, "character U+00E9"));
+  EXPECT_TRUE(OnlyError(Parse("a = 1979-05-27 \"\xC3\xA9\"\n"), 1, 17, "character U+00E9"));
+  // A closed string gives the rest of the line back to the parser.
+  EXPECT_TRUE(OnlyError(Parse("a = \"\"\"x\"\"\"\"\" \xC3\xA9\n"), 1, 15, "character U+00E9"));
+  EXPECT_TRUE(OnlyError(Parse("a = ''\xC3\xA9\n"), 1, 7, "character U+00E9"));
+}
+
 TEST(ConfigErrorTest, UnknownKeyWithDidYouMeanHint) {
   const ConfigResult r = Parse(R"([gateway]
 id = "gw"
@@ -487,11 +539,12 @@ bus = "b"
 [[device.tag]]
 name = "t"
 address = 0
-[[alarm]] # <- line 15; the key 'alarm' starts at column 3
+[[alert]] # <- line 15; the key 'alert' starts at column 3
 id = "overvoltage-l1"
 )");
-  EXPECT_TRUE(OnlyError(r, 15, 3, "unknown section 'alarm'",
-                        "[gateway], [store], [uplink], [[bus]] and [[device]]"));
+  EXPECT_TRUE(OnlyError(r, 15, 3, "unknown section 'alert'",
+                        "[gateway], [store], [uplink], [status], [[bus]], [[device]], [[alarm]] "
+                        "and [[counter]]"));
 }
 
 TEST(ConfigErrorTest, UnknownTableSection) {
@@ -1393,7 +1446,7 @@ port = 0
 id = "bad id"
 [uplink]
 url = ["mqtt://a", "http://b"]
-[[alarm]]
+[[alert]]
 id = "x"
 )");
   EXPECT_FALSE(r.config.has_value());
@@ -1404,7 +1457,7 @@ id = "x"
       {14, 6, "[gateway].id: 'bad id' is not a valid name"},
       {16, 8, "[uplink].url 'mqtt://a' has no TLS"},
       {16, 20, "[uplink].url 'http://b': broker URL must start with mqtts://"},
-      {17, 3, "unknown section 'alarm'"},
+      {17, 3, "unknown section 'alert'"},
   };
   for (size_t i = 0; i < expected.size(); ++i) {
     SCOPED_TRACE(i);
@@ -1508,13 +1561,17 @@ TEST(ConfigReferenceTest, DocumentsEveryKeyUnderItsSection) {
     if (k.section != section) {
       section = k.section;
       ++sections;
-      const bool array = section == "bus" || section == "device" || section == "device.tag";
+      const bool array = section == "bus" || section == "device" || section == "device.tag" ||
+                         section == "alarm" || section == "counter";
+      // The [profile] table of a profile file has a note between heading and table.
       const std::string heading = "\n### " + std::string(array ? "[[" : "[") +
-                                  std::string(section) + (array ? "]]" : "]") + "\n";
+                                  std::string(section) + (array ? "]]" : "]") +
+                                  (section == "profile" ? " of a profile file\n" : "\n");
       const size_t at = md.find(heading, pos);
       ASSERT_NE(at, std::string::npos) << heading;
       EXPECT_EQ(md.find(heading), at) << heading << " appears twice";
       pos = at + heading.size();
+      if (section == "profile") pos = md.find("\n\n", pos + 1) + 1;
       const std::string table_head =
           "\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
       ASSERT_EQ(md.compare(pos, table_head.size(), table_head), 0) << md.substr(pos, 80);
@@ -1539,7 +1596,7 @@ TEST(ConfigReferenceTest, DocumentsEveryKeyUnderItsSection) {
     EXPECT_EQ(md.find("\n### ", pos), md.find("\n### ", at)) << "the row is under another heading";
     pos = at + row.size();
   }
-  EXPECT_EQ(sections, 6);
+  EXPECT_EQ(sections, 10);
   EXPECT_EQ(pos, md.size());
 }
 
@@ -1560,7 +1617,7 @@ TEST(ConfigReferenceTest, EveryTableRowHasFourCells) {
     EXPECT_EQ(bars, 5) << line;
     ++rows;
   }
-  EXPECT_EQ(rows, ConfigKeys().size() + 2 * 6);  // a header and a rule per section
+  EXPECT_EQ(rows, ConfigKeys().size() + 2 * 10);  // a header and a rule per section
 }
 
 TEST(ConfigReferenceTest, EveryDocumentedKeyIsAccepted) {
@@ -1577,10 +1634,15 @@ TEST(ConfigReferenceTest, EveryDocumentedKeyIsAccepted) {
     if (k.section == "bus") header = "[[bus]]\n";
     if (k.section == "device") header = "[[device]]\n";
     if (k.section == "device.tag") header = "[[device.tag]]\n";
-    if (k.section == "store") {
-      text.insert(text.find("[uplink]"), "[store]\n");
-      header = "[store]\n";
+    if (k.section == "store" || k.section == "status") {
+      header = "[" + std::string(k.section) + "]\n";
+      text.insert(text.find("[uplink]"), header);
     }
+    if (k.section == "alarm" || k.section == "counter") {
+      header = "[[" + std::string(k.section) + "]]\n";
+      text += "\n" + header;
+    }
+    if (k.section == "profile") continue;  // keys of profile files: profile_test.cpp
     ASSERT_FALSE(header.empty()) << "unexpected section " << k.section;
     const size_t section_at = text.find(header);
     const size_t next = text.find("\n[", section_at + 1);

@@ -387,6 +387,77 @@ TEST_F(PollerTest, ExceptionTwoSplitsTheRequestUntilTheBadTagIsIsolated) {
   EXPECT_EQ(poller_->link_state(0), LinkState::kOk);
 }
 
+// Every exception a device may answer with (but 2, which splits, and 10 and
+// 11, which come from a gateway): the tags of that request are bad with the
+// code, the device's other requests are still read, the device counts as
+// answering, and the next poll asks again.
+class PollerExceptionTest : public PollerTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(PollerExceptionTest, MakesOnlyTheRefusedRequestBadAndTheDeviceAnswering) {
+  const std::string code = "exception:" + std::to_string(GetParam());
+  Build({Meter("meter", 3), Meter("other", 4)});
+  transport_->registers[{Table::kHolding, 0}] = 7;
+  transport_->read_errors.push_back(Status::DeviceError(code));  // the meter's first request
+  poller_->RunDue();
+  ASSERT_EQ(batches_.size(), 2u);
+  const ReadingBatch& meter = *Of("meter").at(0);
+  EXPECT_EQ(Find(meter, "volts").quality, Quality::kBad);
+  EXPECT_EQ(Find(meter, "volts").error, code);
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(Find(meter, "volts").value));
+  EXPECT_EQ(Find(meter, "count").quality, Quality::kGood);
+  EXPECT_EQ(Find(meter, "count").value, Value(uint64_t{7}));
+  EXPECT_TRUE(AllGood(*Of("other").at(0)));
+  EXPECT_EQ(poller_->counters(0).exceptions.load(), 1u);
+  EXPECT_EQ(poller_->counters(0).retries.load(), 0u) << "a refusal is not retried";
+  EXPECT_EQ(poller_->link_state(0), LinkState::kOk) << "the device answered";
+
+  clock_.Advance(milliseconds(1000));
+  poller_->RunDue();
+  EXPECT_TRUE(AllGood(*Of("meter").at(1)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, PollerExceptionTest, ::testing::Values(1, 3, 4, 5, 6, 8),
+                         [](const auto& param_info) {
+                           return "Exception" + std::to_string(param_info.param);
+                         });
+
+// A gateway in front of a dead device answers exception 11 after its own
+// timeout: for the device that is no answer, so it goes down and is backed
+// off, and the other devices behind the gateway keep their rate.
+class PollerGatewayExceptionTest : public PollerTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(PollerGatewayExceptionTest, CountsAsNoAnswerAndTheDeviceIsBackedOff) {
+  const std::string code = "exception:" + std::to_string(GetParam());
+  DeviceSpec alive = Meter("alive", 1);
+  DeviceSpec dead = Meter("dead", 2);
+  alive.poll = dead.poll = milliseconds(100);
+  Build({alive, dead});
+  transport_->read_cost = milliseconds(5);
+  transport_->unit_errors[2] = {Status::DeviceError(code), milliseconds(200)};
+  RunFor(milliseconds(30'000));
+
+  size_t good_polls = 0;
+  for (const ReadingBatch* b : Of("alive")) good_polls += AllGood(*b) ? 1 : 0;
+  EXPECT_GE(good_polls, 270u) << "the live device keeps at least 90% of its 300 slots";
+  EXPECT_EQ(poller_->link_state(1), LinkState::kDown);
+  EXPECT_EQ(poller_->counters(1).retries.load(), 0u) << "the gateway has waited already";
+  // Three polls of one request each (the rest of each poll is skipped), then
+  // single attempts at 1, 2, 4, 8 and 16 s.
+  EXPECT_GE(transport_->RequestsTo(2), 6u);
+  EXPECT_LE(transport_->RequestsTo(2), 9u);
+  for (const ReadingBatch* b : Of("dead")) {
+    for (const Reading& r : b->readings) {
+      ASSERT_EQ(r.quality, Quality::kBad);
+      ASSERT_EQ(r.error, code);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, PollerGatewayExceptionTest, ::testing::Values(10, 11),
+                         [](const auto& param_info) {
+                           return "Exception" + std::to_string(param_info.param);
+                         });
+
 TEST_F(PollerTest, TagsWithTheirOwnIntervalFormPollGroups) {
   DeviceSpec d = Meter("d", 1);
   d.tags[1].poll = milliseconds(250);  // temp, 4 times a second

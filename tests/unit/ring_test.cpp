@@ -13,6 +13,7 @@
 #include "fakes/sequencing.h"
 #include "fakes/sqlite_peek.h"
 #include "fakes/temp_dir.h"
+#include "store/delivery_holds.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
 #include "store/schema.h"
@@ -85,8 +86,10 @@ TEST_F(RingTest, AnOldSchemaIsMigratedWithItsDataIntact) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
-  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM readings"), 7);
-  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM readings WHERE delivered = 0"), 5);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT sum(count) FROM chunks"), 7);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT sum(count) FROM chunks WHERE delivered = 0"), 5);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM sqlite_master WHERE name = 'readings'"),
+            0);
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM events"), 0);
   EXPECT_EQ(store->StartDevice("meter-3").next_seq, 6);
   EXPECT_EQ(store->StartDevice("vfd-1").next_seq, 3);
@@ -157,7 +160,7 @@ TEST_F(RingTest, SequenceNumbersAreNotReusedWhenTheDatabaseIsLost) {
     auto store = Open();
     Sequencer seq(*store);
     ASSERT_TRUE(seq.Write({Batch("d", 5)}).ok());
-    ASSERT_TRUE(seq.Write({NewEvent{"test", "d", 1, "{}"}}).ok());
+    ASSERT_TRUE(seq.Write({NewEvent{"events", "", 1, "{}"}}).ok());
   }
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(Options().path + suffix);
 
@@ -166,8 +169,11 @@ TEST_F(RingTest, SequenceNumbersAreNotReusedWhenTheDatabaseIsLost) {
   EXPECT_GT(start.next_seq, 5) << "numbering continues above what the lost database used";
   EXPECT_EQ(start.lost_below, start.next_seq);
   EXPECT_EQ(store->StartDevice("other").next_seq, 1) << "a device never seen starts at 1";
-  ASSERT_TRUE(Sequencer(*store).Write({NewEvent{"test", "", 2, "{}"}}).ok());
+  ASSERT_TRUE(Sequencer(*store).Write({NewEvent{"events", "", 2, "{}"}}).ok());
   EXPECT_GT(SqlInt(Options().path, "SELECT max(seq) FROM events"), 1) << "event numbers too";
+  ASSERT_TRUE(Sequencer(*store).Write({NewEvent{"alarms", "d", 3, "{}"}}).ok());
+  EXPECT_EQ(SqlInt(Options().path, "SELECT seq FROM events WHERE stream = 'alarms'"), 1)
+      << "a stream never seen starts at 1";
 }
 
 TEST_F(RingTest, AMalformedMarksFileIsRebuiltFromTheDatabase) {
@@ -212,19 +218,13 @@ TEST_F(RingTest, TheDatabaseAndWalStayWithinMaxBytesAndEveryLossIsReported) {
         << "the oldest go first";
     const int64_t lost = *kept.begin() - 1;
     EXPECT_EQ(SqlInt(o.path, "SELECT lost FROM devices WHERE name = '" + device + "'"), lost);
-    EXPECT_EQ(SqlInt(o.path,
-                     "SELECT sum(json_extract(body, '$.count')) FROM events WHERE kind = "
-                     "'readings_lost' AND device = '" +
-                         device + "'"),
-              lost);
-    EXPECT_EQ(SqlInt(o.path,
-                     "SELECT min(json_extract(body, '$.seq_first')) FROM events WHERE device = '" +
-                         device + "'"),
-              1);
-    EXPECT_EQ(
-        SqlInt(o.path, "SELECT max(json_extract(body, '$.seq_last')) FROM events WHERE device = '" +
-                           device + "'"),
-        lost);
+    const std::string of_device =
+        " FROM events WHERE stream = 'events' AND json_extract(body, '$.kind') = "
+        "'readings_lost' AND json_extract(body, '$.device') = '" +
+        device + "'";
+    EXPECT_EQ(SqlInt(o.path, "SELECT sum(json_extract(body, '$.count'))" + of_device), lost);
+    EXPECT_EQ(SqlInt(o.path, "SELECT min(json_extract(body, '$.seq_first'))" + of_device), 1);
+    EXPECT_EQ(SqlInt(o.path, "SELECT max(json_extract(body, '$.seq_last'))" + of_device), lost);
   }
   EXPECT_EQ(SqlText(o.path, "SELECT DISTINCT json_extract(body, '$.reason') FROM events"),
             "ring_full");
@@ -248,8 +248,98 @@ TEST_F(RingTest, DeliveredRowsGoBeforeAnyUndeliveredOne) {
   EXPECT_EQ(store->Usage().evicted_undelivered, 0u);
   EXPECT_EQ(SqlInt(o.path, "SELECT count(*) FROM events"), 0);
   EXPECT_EQ(StoredSeqs("d").size(), 10000u) << "every undelivered reading is still there";
-  EXPECT_LT(SqlInt(o.path, "SELECT count(*) FROM readings WHERE delivered = 1"), written)
+  EXPECT_LT(SqlInt(o.path, "SELECT sum(count) FROM chunks WHERE delivered = 1"), written)
       << "delivered rows made the room";
+}
+
+// Every readings_lost record of `device` covers only seqs that are gone.
+::testing::AssertionResult LossRecordsCoverOnlyMissing(const std::string& db,
+                                                       const std::string& device,
+                                                       const std::set<int64_t>& kept,
+                                                       int64_t* total) {
+  *total = 0;
+  const auto rows = testing::SqlRows(
+      db,
+      "SELECT json_extract(body, '$.seq_first'), json_extract(body, '$.seq_last'), "
+      "json_extract(body, '$.count') FROM events WHERE stream = 'events' AND "
+      "json_extract(body, '$.kind') = 'readings_lost' AND json_extract(body, '$.device') = '" +
+          device + "'");
+  for (const auto& r : rows) {
+    const int64_t first = std::stoll(r[0]), last = std::stoll(r[1]), count = std::stoll(r[2]);
+    if (count != last - first + 1) {
+      return ::testing::AssertionFailure()
+             << "record " << first << ".." << last << " counts " << count;
+    }
+    auto it = kept.lower_bound(first);
+    if (it != kept.end() && *it <= last) {
+      return ::testing::AssertionFailure()
+             << "record " << first << ".." << last << " claims stored seq " << *it;
+    }
+    *total += count;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(RingTest, HeldChunksArePassedOverWhileOthersCanGo) {
+  StoreOptions o = Options();
+  o.max_bytes = 1 << 20;
+  auto store = Open(o);
+  DeliveryHolds holds;
+  store->SetHolds(&holds);
+  Sequencer seq(*store);
+  ASSERT_TRUE(seq.Write({Batch("a", 400)}).ok());
+  holds.Hold("a", 1, 400);  // the uplink took the first poll: on its way
+  for (int i = 0; i < 150; ++i) ASSERT_TRUE(seq.Write({Batch("a", 400)}).ok());
+  ASSERT_GT(store->Usage().evicted_undelivered, 0u);
+
+  const std::set<int64_t> kept = StoredSeqs("a");
+  for (int64_t s = 1; s <= 400; ++s) ASSERT_TRUE(kept.count(s)) << "held seq " << s << " is gone";
+  EXPECT_EQ(*kept.rbegin(), 151 * 400) << "the newest readings are kept";
+  int64_t reported = 0;
+  EXPECT_TRUE(LossRecordsCoverOnlyMissing(o.path, "a", kept, &reported));
+  EXPECT_EQ(reported, 151 * 400 - static_cast<int64_t>(kept.size()));
+  EXPECT_EQ(SqlInt(o.path, "SELECT lost FROM devices WHERE name = 'a'"), reported);
+  EXPECT_EQ(holds.HeldCount(), 400) << "eviction does not touch the holds";
+}
+
+TEST_F(RingTest, HeldChunksGoWhenNothingElseIsLeftAndStayWithinTheBound) {
+  StoreOptions o = Options();
+  o.max_bytes = 1 << 20;
+  auto store = Open(o);
+  DeliveryHolds holds;
+  store->SetHolds(&holds);
+  holds.Hold("a", 1, 1'000'000'000);  // everything, as if the uplink held it all
+  Sequencer seq(*store);
+  for (int i = 0; i < 150; ++i) {
+    ASSERT_TRUE(seq.Write({Batch("a", 400)}).ok()) << "group " << i;
+    ASSERT_LE(FileSize(o.path) + FileSize(o.path + "-wal"), o.max_bytes);
+  }
+  const std::set<int64_t> kept = StoredSeqs("a");
+  int64_t reported = 0;
+  EXPECT_TRUE(LossRecordsCoverOnlyMissing(o.path, "a", kept, &reported));
+  EXPECT_GT(reported, 0);
+  EXPECT_EQ(reported, 150 * 400 - static_cast<int64_t>(kept.size()));
+}
+
+TEST_F(RingTest, ACommittedAckReleasesItsRangeAndAFailedOneDoesNot) {
+  auto store = Open();
+  DeliveryHolds holds;
+  store->SetHolds(&holds);
+  Sequencer seq(*store);
+  ASSERT_TRUE(seq.Write({Batch("a", 40), Batch("a", 60)}).ok());  // chunks 1..40, 41..100
+  holds.Hold("a", 1, 100);
+  ASSERT_TRUE(seq.Write({DeliveryAck{"a", 1, 40}}).ok());
+  EXPECT_EQ(holds.HeldCount(), 60);
+  const std::vector<HeldRange> held = holds.Held();
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].first, 41);
+  EXPECT_EQ(held[0].last, 100);
+  // An ack whose group fails to commit is not delivered: its range stays held.
+  Sql(Options().path,
+      "CREATE TRIGGER fail_ack BEFORE UPDATE ON chunks "
+      "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  EXPECT_FALSE(seq.Write({DeliveryAck{"a", 41, 100}}).ok());
+  EXPECT_EQ(holds.HeldCount(), 60);
 }
 
 TEST_F(RingTest, ALowerMaxBytesShrinksTheFile) {
@@ -258,7 +348,7 @@ TEST_F(RingTest, ALowerMaxBytesShrinksTheFile) {
   {
     auto store = Open(big);
     Sequencer seq(*store);
-    for (int i = 0; i < 150; ++i) ASSERT_TRUE(seq.Write({Batch("d", 500)}).ok());
+    for (int i = 0; i < 500; ++i) ASSERT_TRUE(seq.Write({Batch("d", 500)}).ok());
   }
   ASSERT_GT(FileSize(big.path), 2u << 20);
   StoreOptions small = Options();

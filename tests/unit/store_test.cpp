@@ -9,6 +9,7 @@
 #include "fakes/sequencing.h"
 #include "fakes/sqlite_peek.h"
 #include "fakes/temp_dir.h"
+#include "store/delivery_holds.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
 #include "store/schema.h"
@@ -84,7 +85,7 @@ TEST_F(StoreTest, SequenceNumbersContinueAfterReopen) {
     ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 5)}).ok());
   }
   // Deleting rows (as eviction will) must not make numbers reusable.
-  Sql(Options().path, "DELETE FROM readings");
+  Sql(Options().path, "DELETE FROM chunks");
   auto store = OpenStore();
   EXPECT_EQ(store->StartDevice("a").next_seq, 6);
   ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 1)}).ok());
@@ -97,9 +98,9 @@ TEST_F(StoreTest, SequenceNumbersContinueAfterReopen) {
 TEST_F(StoreTest, AFailedGroupWritesNothingAndLeavesNoGap) {
   auto store = OpenStore();
   ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 2)}).ok());
-  // A trigger makes any reading with ts = -1 fail, in the middle of a group.
+  // A trigger makes any chunk with ts = -1 fail, in the middle of a group.
   Sql(Options().path,
-      "CREATE TRIGGER fail_on_bad_ts BEFORE INSERT ON readings WHEN NEW.ts = -1 "
+      "CREATE TRIGGER fail_on_bad_ts BEFORE INSERT ON chunks WHEN NEW.ts = -1 "
       "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
   Status s = Sequencer(*store).Write({Batch("a", 3), Batch("new-device", 1), Batch("a", 1, -1)});
   EXPECT_FALSE(s.ok());
@@ -114,15 +115,25 @@ TEST_F(StoreTest, AFailedGroupWritesNothingAndLeavesNoGap) {
   EXPECT_EQ(Fetch(reader, Backlog(reader, "new-device").id).at(0).seq, 1);
 }
 
-TEST_F(StoreTest, AcksMarkOnlyTheirRangeOfTheirDevice) {
+TEST_F(StoreTest, AnAckMarksTheChunksItCoversWhollyAndOnlyOfItsDevice) {
   auto store = OpenStore();
-  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 10), Batch("b", 10)}).ok());
+  // Chunks of "a": 1..2, 3..5, 6..10; of "b": 1..10.
+  ASSERT_TRUE(
+      Sequencer(*store).Write({Batch("a", 2), Batch("a", 3), Batch("a", 5), Batch("b", 10)}).ok());
   ASSERT_TRUE(Sequencer(*store).Write({DeliveryAck{"a", 3, 5}}).ok());
   OutboxReader reader = OpenReader();
-  std::vector<int64_t> seqs;
-  for (const StoredReading& r : Fetch(reader, Backlog(reader, "a").id)) seqs.push_back(r.seq);
-  EXPECT_EQ(seqs, (std::vector<int64_t>{1, 2, 6, 7, 8, 9, 10}));
-  EXPECT_EQ(Fetch(reader, Backlog(reader, "b").id).size(), 10u);
+  auto seqs = [&](const std::string& device) {
+    std::vector<int64_t> out;
+    for (const StoredReading& r : Fetch(reader, Backlog(reader, device).id)) out.push_back(r.seq);
+    return out;
+  };
+  EXPECT_EQ(seqs("a"), (std::vector<int64_t>{1, 2, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(seqs("b").size(), 10u);
+
+  // An ack that covers only part of a chunk marks none of it: the chunk goes
+  // again (a duplicate at worst), never half of it lost.
+  ASSERT_TRUE(Sequencer(*store).Write({DeliveryAck{"a", 2, 7}}).ok());
+  EXPECT_EQ(seqs("a"), (std::vector<int64_t>{1, 2, 6, 7, 8, 9, 10}));
 
   DeviceBacklog a = Backlog(reader, "a");
   EXPECT_EQ(a.first_undelivered, 1);
@@ -134,18 +145,39 @@ TEST_F(StoreTest, AcksMarkOnlyTheirRangeOfTheirDevice) {
   EXPECT_EQ(*reader.CountUndelivered(), 10);
 }
 
-TEST_F(StoreTest, FetchHonoursBoundsAndLimitInSequenceOrder) {
+TEST_F(StoreTest, FetchReturnsWholeChunksInSequenceOrder) {
   auto store = OpenStore();
-  ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 20)}).ok());
+  // Chunks at 1, 6, 11, 16, five readings each.
+  ASSERT_TRUE(
+      Sequencer(*store).Write({Batch("a", 5), Batch("a", 5), Batch("a", 5), Batch("a", 5)}).ok());
   OutboxReader reader = OpenReader();
   const int64_t id = Backlog(reader, "a").id;
-  std::vector<StoredReading> rows = Fetch(reader, id, 5, 12, 4);
-  ASSERT_EQ(rows.size(), 4u);
-  EXPECT_EQ(rows.front().seq, 5);
-  EXPECT_EQ(rows.back().seq, 8);
-  rows = Fetch(reader, id, 15, 17);
-  ASSERT_EQ(rows.size(), 3u);
-  EXPECT_EQ(rows.back().seq, 17);
+  std::vector<StoredReading> rows = Fetch(reader, id, 6, 16, 7);
+  ASSERT_EQ(rows.size(), 10u) << "the limit is reached inside the second chunk, which comes whole";
+  EXPECT_EQ(rows.front().seq, 6);
+  EXPECT_EQ(rows.back().seq, 15);
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i].chunk_end, i == 4 || i == 9) << i;
+  rows = Fetch(reader, id, 16, 16, 1);
+  ASSERT_EQ(rows.size(), 5u) << "at least one chunk, even past the limit";
+  EXPECT_EQ(rows.back().seq, 20);
+  EXPECT_TRUE(Fetch(reader, id, 2, 5).empty()) << "no chunk starts in 2..5";
+}
+
+TEST_F(StoreTest, APollLargerThanAChunkIsSplit) {
+  StoreOptions o = Options();
+  o.max_chunk_readings = 4;
+  Result<std::unique_ptr<RingStore>> s = RingStore::Open(o);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(Sequencer(**s).Write({Batch("a", 10)}).ok());
+  EXPECT_EQ(SqlInt(o.path, "SELECT count(*) FROM chunks"), 3);
+  EXPECT_EQ(SqlInt(o.path, "SELECT max(count) FROM chunks"), 4);
+  OutboxReader reader = OpenReader();
+  std::vector<StoredReading> rows = Fetch(reader, Backlog(reader, "a").id);
+  ASSERT_EQ(rows.size(), 10u);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].seq, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(rows[i].chunk_end, i == 3 || i == 7 || i == 9);
+  }
 }
 
 TEST_F(StoreTest, EveryValueTypeRoundTrips) {
@@ -205,7 +237,7 @@ TEST_F(StoreTest, WriterGroupsCommitsAndStopCommitsEverything) {
   for (int i = 0; i < 120; ++i) {
     ASSERT_TRUE(writer.SubmitReadings(Batch("a", 1), MonoTime::max()));
   }
-  writer.SubmitAck(DeliveryAck{"a", 1, 10});
+  writer.Submit(DeliveryAck{"a", 1, 10});
   writer.Start();
   writer.Stop();
 
@@ -232,6 +264,46 @@ TEST_F(StoreTest, WriterQueueIsBoundedAndSaysSo) {
 TEST_F(StoreTest, MigrationIsRecordedInUserVersion) {
   { auto store = OpenStore(); }
   EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
+}
+
+std::string Ranges(const DeliveryHolds& holds) {
+  std::string out;
+  for (const HeldRange& r : holds.Held()) {
+    out += r.device + ":" + std::to_string(r.first) + ".." + std::to_string(r.last) + " ";
+  }
+  return out;
+}
+
+TEST(DeliveryHoldsTest, HoldsAreAUnionPerDevice) {
+  DeliveryHolds h;
+  h.Hold("a", 10, 20);
+  h.Hold("a", 30, 40);
+  h.Hold("b", 15, 15);
+  EXPECT_EQ(Ranges(h), "a:10..20 a:30..40 b:15..15 ");
+  h.Hold("a", 21, 29);  // touches both: one range
+  EXPECT_EQ(Ranges(h), "a:10..40 b:15..15 ");
+  h.Hold("a", 5, 12);   // overlaps the start
+  h.Hold("a", 12, 15);  // inside: nothing changes
+  h.Hold("a", 50, 49);  // empty: ignored
+  EXPECT_EQ(Ranges(h), "a:5..40 b:15..15 ");
+  EXPECT_EQ(h.HeldCount(), 37);
+}
+
+TEST(DeliveryHoldsTest, ReleaseCutsWhateverItCovers) {
+  DeliveryHolds h;
+  h.Hold("a", 1, 100);
+  h.Hold("a", 200, 300);
+  h.Release("a", 40, 60);  // a hole in the middle
+  EXPECT_EQ(Ranges(h), "a:1..39 a:61..100 a:200..300 ");
+  h.Release("a", 90, 250);  // the end of one, the start of the next
+  EXPECT_EQ(Ranges(h), "a:1..39 a:61..89 a:251..300 ");
+  h.Release("a", 0, 39);
+  h.Release("b", 1, 1000);  // a device with nothing held
+  h.Release("a", 70, 60);   // empty: ignored
+  EXPECT_EQ(Ranges(h), "a:61..89 a:251..300 ");
+  h.Release("a", 1, 1000);
+  EXPECT_EQ(Ranges(h), "");
+  EXPECT_EQ(h.HeldCount(), 0);
 }
 
 }  // namespace

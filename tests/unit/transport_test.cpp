@@ -7,6 +7,9 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <map>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "drivers/modbus/libmodbus_transport.h"
@@ -74,6 +77,71 @@ TEST_P(TransportTest, AnExceptionReplyGivesItsCode) {
             "exception:2");
   EXPECT_EQ(transport_->last_error(), "illegal data address");
   ExpectGood(10, 4);
+}
+
+TEST_P(TransportTest, EveryExceptionCodeIsReportedWithItsCodeAndName) {
+  const std::map<int, std::string> names = {{1, "illegal function"},
+                                            {2, "illegal data address"},
+                                            {3, "illegal data value"},
+                                            {4, "server device failure"},
+                                            {5, "acknowledge"},
+                                            {6, "server device busy"},
+                                            {8, "memory parity error"},
+                                            {10, "gateway path unavailable"},
+                                            {11, "gateway target device failed to respond"},
+                                            {42, "exception 42"}};
+  for (const auto& [code, name] : names) {
+    SCOPED_TRACE(code);
+    EXPECT_EQ(
+        ErrorOf([&](const ReadFrame& r) {
+          return std::vector<Step>{
+              {{}, peer_.Frame(r, ScriptedPeer::ExceptionPdu(r, static_cast<uint8_t>(code)))}};
+        }),
+        "exception:" + std::to_string(code));
+    EXPECT_EQ(transport_->last_error(), name);
+    ExpectGood(10, 4);
+  }
+}
+
+TEST_P(TransportTest, GarbledRepliesAreNeverTakenForGoodOnes) {
+  // Random bytes where the reply belongs: as long as the good reply, shorter
+  // and longer. None may come out as registers.
+  std::mt19937 rng(20261122);
+  for (int i = 0; i < 60; ++i) {
+    SCOPED_TRACE(i);
+    peer_.Script([&](const ReadFrame& r) {
+      std::vector<uint8_t> bytes(peer_.Good(r).size() + static_cast<size_t>(i % 5) - 2);
+      for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+      return std::vector<Step>{{{}, bytes}};
+    });
+    std::vector<uint16_t> regs;
+    const Status s = Read(10, 4, &regs);
+    EXPECT_FALSE(s.ok()) << "garbage read as registers";
+    // After whatever went wrong, the transport reads good replies again.
+    if (!transport_->connected()) {
+      ASSERT_TRUE(transport_->Connect().ok());
+    }
+    ExpectGood(10, 4);
+  }
+}
+
+TEST_P(TransportTest, AResetInMidFrameIsAnIoErrorAndTheNextConnectionReads) {
+  peer_.Script([&](const ReadFrame& r) {
+    std::vector<uint8_t> bytes = peer_.Good(r);
+    bytes.resize(bytes.size() / 2);
+    return std::vector<Step>{{{}, bytes}};
+  });
+  peer_.HangUpAfterNext();
+  std::vector<uint16_t> regs;
+  const Status s = Read(10, 4, &regs);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(s.message() == "io" || s.message() == "timeout") << s.ToString();
+  if (!transport_->connected() || s.message() == "timeout") {
+    transport_->Close();
+    ASSERT_TRUE(transport_->Connect().ok());
+  }
+  ExpectGood(10, 4);
+  EXPECT_EQ(peer_.connections(), 2);
 }
 
 TEST_P(TransportTest, WrongUnitIdOrFunctionCodeIsABadFrame) {

@@ -1,6 +1,7 @@
 #include "agent/uplink/uplink.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -9,9 +10,9 @@
 
 #include "agent/core/clock.h"
 #include "agent/core/log.h"
+#include "agent/rules/records.h"
 #include "agent/uplink/signing.h"
 #include "fakes/fake_mqtt_client.h"
-#include "fakes/fake_priority_outbox.h"
 #include "fakes/sequencing.h"
 #include "fakes/temp_dir.h"
 #include "store/outbox_reader.h"
@@ -19,6 +20,12 @@
 
 namespace tagrelay::uplink {
 namespace {
+
+using rules::AlarmEvent;
+using rules::AlarmRecord;
+using rules::AlarmState;
+using rules::CounterRecord;
+using rules::CounterSnapshot;
 
 using std::chrono::milliseconds;
 
@@ -36,11 +43,7 @@ bool Historical(const std::string& json) {
 class UplinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    store::StoreOptions o;
-    o.path = dir_.File("tagrelay.db");
-    auto s = store::RingStore::Open(o);
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    store_ = std::move(s).value();
+    OpenStore(1);
     options_.brokers.push_back(*BrokerUrl::Parse("mqtt://127.0.0.1:1883"));
     options_.gateway = "gw";
     options_.client_id = "tagrelay-gw";
@@ -49,6 +52,19 @@ class UplinkTest : public ::testing::Test {
     options_.max_inflight = 4;
     options_.backoff_initial = milliseconds(100);
     options_.backoff_max = milliseconds(400);
+  }
+
+  // Opens the store with chunks of at most `chunk` readings. Most tests use 1,
+  // so that a batch may end after any reading.
+  void OpenStore(size_t chunk, uint64_t max_bytes = 0) {
+    store_.reset();
+    store::StoreOptions o;
+    o.path = dir_.File("tagrelay.db");
+    o.max_chunk_readings = chunk;
+    if (max_bytes > 0) o.max_bytes = max_bytes;
+    auto s = store::RingStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
   }
 
   void TearDown() override {
@@ -100,16 +116,23 @@ class UplinkTest : public ::testing::Test {
     ASSERT_TRUE(reader.ok());
     uplink_ = std::make_unique<Uplink>(
         options_, std::move(client), std::move(reader).value(),
-        [this](store::DeliveryAck&& a) {
-          acks_.push_back(a);
-          ASSERT_TRUE(store::Sequencer(*store_).Write({a}).ok());
+        [this](store::StoreItem&& item) {
+          if (const auto* a = std::get_if<store::DeliveryAck>(&item)) acks_.push_back(*a);
+          if (const auto* e = std::get_if<store::EventAck>(&item)) event_acks_.push_back(*e);
+          ASSERT_TRUE(store::Sequencer(*store_).Write({std::move(item)}).ok());
         },
         clock_);
-    if (with_priority_) {
-      auto outbox = std::make_unique<FakePriorityOutbox>();
-      priority_ = outbox.get();
-      uplink_->SetPriorityOutbox(std::move(outbox));
-    }
+    uplink_->SetHolds(&holds_);
+    store_->SetHolds(&holds_);
+  }
+
+  // Stores a record of an event stream, as the alarm engine will.
+  void AddRecord(std::string_view stream, const std::string& device, std::string body) {
+    ASSERT_TRUE(store::Sequencer(*store_)
+                    .Write({store::NewEvent{std::string(stream), device, clock_.wall_ms(),
+                                            std::move(body)}})
+                    .ok());
+    if (uplink_) uplink_->NotifyNewData();
   }
 
   void Store(const std::string& device, int n) {
@@ -132,13 +155,13 @@ class UplinkTest : public ::testing::Test {
 
   TempDir dir_;
   FakeClock clock_;
+  store::DeliveryHolds holds_;
   std::unique_ptr<store::RingStore> store_;
   UplinkOptions options_;
   FakeMqttClient* mqtt_ = nullptr;
   std::unique_ptr<Uplink> uplink_;
   std::vector<store::DeliveryAck> acks_;
-  bool with_priority_ = false;
-  FakePriorityOutbox* priority_ = nullptr;
+  std::vector<store::EventAck> event_acks_;
   bool capturing_ = false;
   std::vector<std::string> logs_;
 };
@@ -210,6 +233,87 @@ TEST_F(UplinkTest, UnackedBatchesAreResentAfterALostSession) {
   mqtt_->AckAll();
   Turn();
   ASSERT_EQ(acks_.size(), 1u);
+}
+
+TEST_F(UplinkTest, WhatIsTakenFromTheStoreIsHeldUntilItsAckIsStored) {
+  Store("d", 10);
+  Build();
+  Connect();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 1u);
+  EXPECT_EQ(holds_.HeldCount(), 10) << "the batch in flight";
+  Store("d", 5);  // live rows, waiting for the linger
+  Turn();
+  EXPECT_EQ(mqtt_->Telemetry().size(), 1u);
+  EXPECT_EQ(holds_.HeldCount(), 15) << "and the rows waiting for their batch";
+
+  mqtt_->AckAll();
+  Turn();
+  ASSERT_EQ(acks_.size(), 1u);
+  EXPECT_EQ(holds_.HeldCount(), 5) << "the stored ack let go of its range";
+  clock_.Advance(milliseconds(1100));
+  Turn();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 2u);
+  mqtt_->AckAll();
+  Turn();
+  EXPECT_EQ(holds_.HeldCount(), 0);
+}
+
+TEST_F(UplinkTest, ARefusedBatchAndALostSessionLetGoOfWhatTheyHeld) {
+  Store("d", 5);
+  Build();
+  Connect();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 1u);
+  mqtt_->Ack(mqtt_->Telemetry()[0].mid, 0x97);
+  Turn();
+  EXPECT_EQ(holds_.HeldCount(), 0) << "a refused batch waits in the store, not in memory";
+  clock_.Advance(milliseconds(2500));
+  Turn();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 2u);
+  EXPECT_EQ(holds_.HeldCount(), 5) << "its retry holds it again";
+
+  Store("d", 3);  // pending live rows
+  Turn();
+  EXPECT_EQ(holds_.HeldCount(), 8);
+  mqtt_->Drop();
+  Turn();
+  EXPECT_FALSE(uplink_->connected());
+  EXPECT_EQ(holds_.HeldCount(), 0) << "nothing is on its way without a session";
+}
+
+TEST_F(UplinkTest, ABatchOnItsWayIsNotReportedLostWhenTheRingEvicts) {
+  OpenStore(100, 1 << 20);
+  options_.max_inflight = 1;
+  options_.batch_max_readings = 100;
+  Store("d", 100);  // seq 1..100: the oldest undelivered chunk
+  Build();
+  Connect();
+  ASSERT_EQ(mqtt_->Telemetry().size(), 1u);
+  EXPECT_EQ(IntField(mqtt_->Telemetry()[0].payload, "seq_last"), 100);
+  // The ring fills up while the batch waits for its ack, and evicts.
+  while (store_->Usage().evicted_undelivered == 0) {
+    ReadingBatch b{"d", {}};
+    for (int i = 0; i < 100; ++i) b.readings.push_back(Reading::Good("t", clock_.wall_ms(), 1.5));
+    ASSERT_TRUE(store::Sequencer(*store_).Write({b}).ok());
+  }
+  mqtt_->AckAll();
+  Turn();
+  ASSERT_EQ(acks_.size(), 1u);
+  EXPECT_EQ(acks_[0].seq_last, 100);
+  // Readings 1..100 arrived; no loss record of the store may claim them.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("tagrelay.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT min(json_extract(body, '$.seq_first')), count(*) FROM "
+                               "events WHERE json_extract(body, '$.kind') = 'readings_lost'",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  const int64_t first_lost = sqlite3_column_int64(st, 0), records = sqlite3_column_int64(st, 1);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  EXPECT_GE(records, 1);
+  EXPECT_EQ(first_lost, 101) << "the eviction passed over the batch in flight";
 }
 
 TEST_F(UplinkTest, BatchesAreBoundedRunsOfConsecutiveSequenceNumbers) {
@@ -452,6 +556,80 @@ TEST_F(UplinkTest, BatchesCloseOnTheByteBound) {
   EXPECT_EQ(acked, 100);
 }
 
+TEST_F(UplinkTest, TelemetryBatchesEndOnChunkBoundaries) {
+  OpenStore(4);
+  options_.batch_max_readings = 10;
+  options_.max_inflight = 100;
+  Store("d", 20);  // chunks 1-4, 5-8, 9-12, 13-16, 17-20
+  Build();
+  Connect();
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const auto& p : mqtt_->Telemetry()) {
+    ranges.emplace_back(IntField(p.payload, "seq_first"), IntField(p.payload, "seq_last"));
+  }
+  EXPECT_EQ(ranges, (std::vector<std::pair<int64_t, int64_t>>{{1, 8}, {9, 16}, {17, 20}}))
+      << "at most 10 readings, cut where a chunk ends";
+  mqtt_->AckAll();
+  Turn();
+  auto reader = store::OutboxReader::Open(dir_.File("tagrelay.db"));
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ(*reader->CountUndelivered(), 0) << "every ack covered whole chunks";
+}
+
+TEST_F(UplinkTest, TheByteBoundCutsOnAChunkBoundaryAndABigChunkGoesAlone) {
+  OpenStore(6);
+  options_.batch_max_bytes = 600;  // room for about eight readings
+  options_.max_inflight = 100;
+  Store("d", 18);
+  Build();
+  Connect();
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const auto& p : mqtt_->Telemetry()) {
+    ranges.emplace_back(IntField(p.payload, "seq_first"), IntField(p.payload, "seq_last"));
+  }
+  EXPECT_EQ(ranges, (std::vector<std::pair<int64_t, int64_t>>{{1, 6}, {7, 12}, {13, 18}}));
+
+  options_.batch_max_bytes = 200;  // less than one chunk of six
+  Build();
+  Connect();
+  ranges.clear();
+  for (const auto& p : mqtt_->Telemetry()) {
+    ranges.emplace_back(IntField(p.payload, "seq_first"), IntField(p.payload, "seq_last"));
+  }
+  EXPECT_EQ(ranges, (std::vector<std::pair<int64_t, int64_t>>{{1, 6}, {7, 12}, {13, 18}}))
+      << "a chunk larger than the bound still goes, whole and alone";
+}
+
+TEST_F(UplinkTest, AChunkThatDoesNotDecodeIsDiscardedAndReportedAndTheRestGoes) {
+  OpenStore(2);
+  Store("d", 6);  // chunks 1-2, 3-4, 5-6
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(dir_.File("tagrelay.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "UPDATE chunks SET data = x'01' WHERE seq_first = 3", nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  Build();
+  Connect();
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const auto& p : mqtt_->Telemetry()) {
+    ranges.emplace_back(IntField(p.payload, "seq_first"), IntField(p.payload, "seq_last"));
+  }
+  EXPECT_EQ(ranges, (std::vector<std::pair<int64_t, int64_t>>{{1, 2}, {5, 6}}));
+  EXPECT_EQ(uplink_->counters().chunks_discarded.load(), 1u);
+  // The store dropped the chunk and said so on the gateway's events stream.
+  uplink_->NotifyNewData();
+  Turn();
+  ASSERT_EQ(On("/gw/events").size(), 1u);
+  const std::string payload = On("/gw/events")[0].payload;
+  EXPECT_NE(payload.find(R"("kind":"readings_lost")"), std::string::npos) << payload;
+  EXPECT_NE(payload.find(R"("device":"d","seq_first":3,"seq_last":4,"count":2,"reason":"corrupt")"),
+            std::string::npos)
+      << payload;
+}
+
 TEST_F(UplinkTest, TheBacklogIsRateCappedButLiveDataIsNot) {
   options_.batch_max_readings = 10;
   options_.batch_max_bytes = 1024;
@@ -488,8 +666,7 @@ TEST_F(UplinkTest, TheBacklogIsRateCappedButLiveDataIsNot) {
   EXPECT_EQ(live, 3u);
 }
 
-TEST_F(UplinkTest, AlarmEventsGoAheadOfTelemetryAndAreReportedToTheOutbox) {
-  with_priority_ = true;
+TEST_F(UplinkTest, AlarmEventsGoAheadOfTelemetryAndTheirAcksReachTheStore) {
   options_.max_inflight = 2;
   options_.batch_max_readings = 10;
   Store("d", 40);
@@ -500,7 +677,7 @@ TEST_F(UplinkTest, AlarmEventsGoAheadOfTelemetryAndAreReportedToTheOutbox) {
   e.kind = "high";
   e.severity = "major";
   e.value = 251.0;
-  priority_->AddAlarm("d", e);
+  AddRecord(store::kStreamAlarms, "d", AlarmRecord(e));
   Connect();
   ASSERT_EQ(On("/d/alarms").size(), 1u);
   EXPECT_EQ(mqtt_->Telemetry().size(), 1u) << "the alarm took one of the two window slots";
@@ -508,9 +685,9 @@ TEST_F(UplinkTest, AlarmEventsGoAheadOfTelemetryAndAreReportedToTheOutbox) {
       << "stored before the session began: historical";
 
   // A new alarm while the window is full goes out before the waiting telemetry.
-  priority_->AddAlarm("d", e);
-  priority_->AddCounter("d", CounterSnapshot{0, "pump-hours", 0, 3600, 2});
-  uplink_->NotifyNewData();
+  AddRecord(store::kStreamAlarms, "d", AlarmRecord(e));
+  AddRecord(store::kStreamCounters, "d",
+            CounterRecord(CounterSnapshot{"pump-hours", 0, 3600, 2, true}));
   mqtt_->Ack(mqtt_->Telemetry()[0].mid);
   Turn();
   ASSERT_EQ(On("/d/alarms").size(), 2u);
@@ -522,35 +699,35 @@ TEST_F(UplinkTest, AlarmEventsGoAheadOfTelemetryAndAreReportedToTheOutbox) {
   mqtt_->Ack(On("/d/alarms")[1].mid);
   Turn();
   ASSERT_EQ(On("/d/counters").size(), 1u) << "counter snapshots are priority too";
-  ASSERT_EQ(priority_->deliveries.size(), 2u);
-  EXPECT_EQ(priority_->deliveries[0].stream, Stream::kAlarms);
-  EXPECT_EQ(priority_->deliveries[0].first, 1);
-  EXPECT_EQ(priority_->deliveries[1].first, 2);
-  EXPECT_EQ(uplink_->counters().priority_acked.load(), 2u);
-  ASSERT_EQ(acks_.size(), 1u) << "alarm acks do not go to the readings' ack sink";
+  ASSERT_EQ(event_acks_.size(), 2u);
+  EXPECT_EQ(event_acks_[0].stream, "alarms");
+  EXPECT_EQ(event_acks_[0].device, "d");
+  EXPECT_EQ(event_acks_[0].seq_first, 1);
+  EXPECT_EQ(event_acks_[1].seq_first, 2);
+  EXPECT_EQ(uplink_->counters().records_acked.load(), 2u);
+  ASSERT_EQ(acks_.size(), 1u) << "alarm acks are not readings' acks";
   EXPECT_EQ(acks_[0].seq_last, 10);
 }
 
 TEST_F(UplinkTest, ARefusedAlarmBatchStaysUndeliveredAndIsRetried) {
-  with_priority_ = true;
   Build();
   AlarmEvent e;
   e.alarm = "a";
   e.kind = "comm_loss";
   e.severity = "minor";
-  priority_->AddAlarm("d", e);
+  AddRecord(store::kStreamAlarms, "d", AlarmRecord(e));
   Connect();
   ASSERT_EQ(On("/d/alarms").size(), 1u);
   mqtt_->Ack(On("/d/alarms")[0].mid, 0x97);
   Turn();
-  EXPECT_TRUE(priority_->deliveries.empty());
+  EXPECT_TRUE(event_acks_.empty());
   clock_.Advance(options_.refused_retry);
   Turn();
   ASSERT_EQ(On("/d/alarms").size(), 2u);
   mqtt_->Ack(On("/d/alarms")[1].mid);
   Turn();
-  ASSERT_EQ(priority_->deliveries.size(), 1u);
-  EXPECT_EQ(priority_->deliveries[0].last, 1);
+  ASSERT_EQ(event_acks_.size(), 1u);
+  EXPECT_EQ(event_acks_[0].seq_last, 1);
 }
 
 TEST_F(UplinkTest, ADeviceWithAKeySignsEveryMessage) {

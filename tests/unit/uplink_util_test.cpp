@@ -116,6 +116,21 @@ TEST(BrokerUrlTest, BadIpv6BracketsAreRefused) {
   EXPECT_TRUE(Refused("mqtts://[::1]8883", "expected ':port' after ']'"));
 }
 
+TEST(BrokerUrlTest, HostsThatAreNotNamesOrAddressesAreRefused) {
+  // Found by fuzzing: these parsed, then did not survive ToString().
+  for (const char* url : {"mqtt://[[]:0126", "mqtt://[%%%a%]:5", "mqtt://[[\x02\xf7]",
+                          "mqtts://bro\x01ker", "mqtts://[zz::1]", "mqtts://[1234]"}) {
+    EXPECT_FALSE(BrokerUrl::Parse(url).ok()) << url;
+  }
+  Result<BrokerUrl> zoned = BrokerUrl::Parse("mqtts://[fe80::1%eth0]:8883");
+  ASSERT_TRUE(zoned.ok()) << zoned.status().ToString();
+  EXPECT_EQ(zoned->host, "fe80::1%eth0");
+  Result<BrokerUrl> again = BrokerUrl::Parse(zoned->ToString());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->host, zoned->host);
+  EXPECT_TRUE(BrokerUrl::Parse("mqtts://broker_1.example-site.com").ok());
+}
+
 TEST(BrokerUrlTest, PathUserAndQueryAreRefused) {
   EXPECT_TRUE(Refused("mqtts://broker/mqtt", "a path, user or query is not allowed"));
   EXPECT_TRUE(Refused("mqtts://broker/", "a path, user or query is not allowed"));

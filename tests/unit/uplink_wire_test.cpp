@@ -6,11 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "agent/rules/records.h"
 #include "agent/uplink/signing.h"
 #include "agent/uplink/telemetry.h"
 
 namespace tagrelay::uplink {
 namespace {
+
+using rules::AlarmEvent;
+using rules::AlarmRecord;
+using rules::AlarmState;
+using rules::CounterRecord;
+using rules::CounterSnapshot;
 
 TEST(SigningTest, SignatureIsBase64HmacSha256OfTopicNewlinePayload) {
   // Known answer, computed independently (Python's hmac module).
@@ -85,9 +92,8 @@ TEST(EncodeTelemetryTest, OneReadingLargerThanTheBoundStillGoesAlone) {
       << out;
 }
 
-TEST(EncodeAlarmsTest, WritesEveryFieldThatIsSet) {
+TEST(EncodeRecordsTest, AlarmRecordsGoIntoTheBatchAsStored) {
   AlarmEvent raised;
-  raised.seq = 7;
   raised.alarm = "overvoltage-l1";
   raised.tag = "voltage_l1";
   raised.ts_ms = 1763800000000;
@@ -97,15 +103,16 @@ TEST(EncodeAlarmsTest, WritesEveryFieldThatIsSet) {
   raised.limit = 250.0;
   raised.message = "L1 overvoltage: 251.5 V";
   AlarmEvent cleared;
-  cleared.seq = 8;
   cleared.alarm = "comm";
   cleared.ts_ms = 1763800001000;
   cleared.state = AlarmState::kCleared;
   cleared.kind = "comm_loss";
   cleared.severity = "minor";
+  const std::vector<store::StoredEvent> records{{7, raised.ts_ms, AlarmRecord(raised)},
+                                                {8, cleared.ts_ms, AlarmRecord(cleared)}};
   std::string out;
-  const std::vector<AlarmEvent> events{raised, cleared};
-  EXPECT_EQ(EncodeAlarms({"gw", "meter-3", false}, events, kUnbounded, &out), 2u);
+  EXPECT_EQ(EncodeRecords(Stream::kAlarms, {"gw", "meter-3", false}, records, kUnbounded, &out),
+            2u);
   EXPECT_EQ(out,
             R"({"schema":"tagrelay.alarms.v1","gateway":"gw","device":"meter-3","seq_first":7,)"
             R"("seq_last":8,"historical":false,"events":[)"
@@ -116,14 +123,29 @@ TEST(EncodeAlarmsTest, WritesEveryFieldThatIsSet) {
             R"("severity":"minor"}]})");
 }
 
-TEST(EncodeCountersTest, WritesRunSecondsAndStarts) {
-  const std::vector<CounterSnapshot> snaps{{3, "pump-1-hours", 1763800000000, 3600.5, 12}};
+TEST(EncodeRecordsTest, CounterSnapshots) {
+  const std::vector<store::StoredEvent> records{
+      {3, 1763800000000, CounterRecord({"pump-1-hours", 1763800000000, 3600.5, 12, std::nullopt})}};
   std::string out;
-  EXPECT_EQ(EncodeCounters({"gw", "vfd-1", true}, snaps, kUnbounded, &out), 1u);
+  EXPECT_EQ(EncodeRecords(Stream::kCounters, {"gw", "vfd-1", true}, records, kUnbounded, &out), 1u);
   EXPECT_EQ(out,
             R"({"schema":"tagrelay.counters.v1","gateway":"gw","device":"vfd-1","seq_first":3,)"
             R"("seq_last":3,"historical":true,"snapshots":[)"
             R"({"counter":"pump-1-hours","ts":1763800000000,"run_s":3600.5,"starts":12}]})");
+}
+
+TEST(EncodeRecordsTest, TheGatewaysEventsHaveNoDevice) {
+  const std::vector<store::StoredEvent> records{
+      {1, 5,
+       R"({"kind":"readings_lost","ts":5,"device":"d","seq_first":1,"seq_last":9,"count":9,"reason":"ring_full"})"},
+      {2, 6, R"({"kind":"store_reset","ts":6,"reason":"corrupt"})"}};
+  std::string out;
+  EXPECT_EQ(EncodeRecords(Stream::kEvents, {"gw", "", false}, records, kUnbounded, &out), 2u);
+  EXPECT_EQ(out,
+            R"({"schema":"tagrelay.events.v1","gateway":"gw","seq_first":1,"seq_last":2,)"
+            R"("historical":false,"events":[)"
+            R"({"kind":"readings_lost","ts":5,"device":"d","seq_first":1,"seq_last":9,"count":9,)"
+            R"("reason":"ring_full"},{"kind":"store_reset","ts":6,"reason":"corrupt"}]})");
 }
 
 TEST(EncodeBirthTest, ListsTheTagsWithTypeAndUnit) {

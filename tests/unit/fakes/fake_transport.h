@@ -35,7 +35,10 @@ class FakeTransport final : public ModbusTransport {
   int connect_failures = 0;                                  // the next N Connect() calls fail
   std::deque<Status> read_errors;                            // returned by the next reads, in order
   std::set<int> dead_units;                                  // never answer: every read times out
-  std::set<std::pair<Table, uint16_t>> refused;              // a read covering one gets exception 2
+  // Every read to the unit fails with this status after this long (e.g. a
+  // gateway answering exception 11 for a dead device behind it).
+  std::map<int, std::pair<Status, std::chrono::milliseconds>> unit_errors;
+  std::set<std::pair<Table, uint16_t>> refused;  // a read covering one gets exception 2
   std::vector<Request> requests;
   int connect_calls = 0;
 
@@ -98,6 +101,10 @@ class FakeTransport final : public ModbusTransport {
       Spend(s.code() == StatusCode::kTimeout ? timeout_cost : read_cost);
       if (s.code() == StatusCode::kIOError) connected_ = false;
       return s;
+    }
+    if (auto e = unit_errors.find(unit); e != unit_errors.end()) {
+      Spend(e->second.second);
+      return e->second.first;
     }
     if (dead_units.count(unit) != 0) {
       Spend(timeout_cost);

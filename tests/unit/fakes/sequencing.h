@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -24,9 +25,15 @@ class Sequencer {
       it->second += static_cast<int64_t>(b->readings.size());
       return SequencedBatch{b->device, first, std::move(b->readings)};
     }
-    if (auto* a = std::get_if<DeliveryAck>(&item)) return *a;
-    if (auto* e = std::get_if<NewEvent>(&item)) return *e;
-    return std::get<EventAck>(item);
+    return std::visit(
+        [](auto&& x) -> WriteItem {
+          if constexpr (std::is_same_v<std::decay_t<decltype(x)>, ReadingBatch>) {
+            return SequencedBatch{};  // handled above
+          } else {
+            return std::move(x);
+          }
+        },
+        std::move(item));
   }
 
   // Sequences and writes `items` in one group.
