@@ -269,6 +269,21 @@ class BenchReceiver:
                 devices[device] = min(devices.get(device, h), h)
             return all(devices.get(d, -1) >= last for d, last in expected_last.items())
 
+    def complete(self, expected_last):
+        """True when every register of every device holds every value from its
+        first one received up to the expected one, with no gap: a backlog that
+        is still arriving behind newer values is not complete."""
+        with self.lock:
+            have = set()
+            for (device, _register), track in self.tracks.items():
+                last = expected_last.get(device)
+                if last is None:
+                    continue
+                if track.missing_upto(last):
+                    return False
+                have.add(device)
+            return have >= set(expected_last)
+
     def seq_gaps(self):
         with self.lock:
             return sum(t.missing_upto(t.highest()) for t in self._seqs.values())

@@ -217,13 +217,18 @@ class Bench:
 
 # --- one measured run ---------------------------------------------------------
 
-def wait_caught_up(receiver, expected, timeout):
-    """Seconds until the receiver has every expected value, or None on timeout."""
+def wait_caught_up(receiver, expected, timeout, complete=False, step=0.1):
+    """Seconds until the receiver has every expected value, or None on timeout.
+    By default "has" means: every register has reached its expected value (the
+    subject keeps up; a value skipped on the way counts as lost later). With
+    `complete`, every value up to it must have arrived, with no gap: what a
+    drain must wait for, since the backlog arrives behind newer live values."""
     start = time.monotonic()
+    test = receiver.complete if complete else receiver.caught_up
     while time.monotonic() - start < timeout:
-        if receiver.caught_up(expected):
+        if test(expected):
             return time.monotonic() - start
-        time.sleep(0.1)
+        time.sleep(step)
     return None
 
 
@@ -461,7 +466,8 @@ def outage_run(bench, subject, fleet, args, outage_s):
                           "broker": bench.broker.proc.pid})
         backlog = s_up["registers"] - s_down["registers"]
         log(f"  {subject.name}: broker back; {backlog} readings acquired during the outage")
-        drain = wait_caught_up(r, expected_last(s_up), args.drain_timeout_factor * outage_s + 60)
+        drain = wait_caught_up(r, expected_last(s_up), args.drain_timeout_factor * outage_s + 60,
+                               complete=True, step=0.5)
         _, cpu_drain = meter.read()
         with r.lock:
             hist_bytes = r.historical_bytes - hist_bytes0
@@ -473,9 +479,11 @@ def outage_run(bench, subject, fleet, args, outage_s):
         transfer = (drain - reconnect) if drain is not None and reconnect is not None else None
         # after the drain: everything acquired so far must arrive
         s_end = fleet.stats()
-        wait_caught_up(r, expected_last(s_end), args.settle)
+        wait_caught_up(r, expected_last(s_end), args.settle, complete=True, step=0.5)
         lost, silent = r.loss(expected_last(s_end))
+        says = subject.loss_counters() if hasattr(subject, "loss_counters") else None
         res = {
+            "agent_counters": says,
             "subject": subject.name, "outage_s": outage_s, "backlog_readings": backlog,
             "drain_s": drain, "lost": lost, "silent_devices": len(silent),
             "cpu_pct_outage": cpu_outage.get("subject", {}).get("pct"),
@@ -624,7 +632,7 @@ def versions(bins, node_red_dir):
             return "not found"
 
     def deb(name):
-        return cmd(["dpkg-query", "-W", "-f=${Version}", name])
+        return cmd(["dpkg-query", "-W", "-f=${Version}\\n", name])
 
     def npm_version(pkg):
         try:

@@ -94,6 +94,10 @@ data_dir = "{self.data_dir()}"
 [store]
 max_bytes = "{self.max_bytes}"
 
+[status]
+listen = "127.0.0.1:{harness.free_port()}"
+socket = "{self.status_socket()}"
+
 [uplink]
 url = "mqtts://localhost:{b.broker.port}"
 ca_file = "{b.pki.cert}"
@@ -129,6 +133,31 @@ api_key_file = "{b.device_key_file(dev)}"
         with open(path, "w") as f:
             f.write(self.config(fleet, poll_ms))
         self._spawn([self.bench.bins["tagrelay"], "run", "--config", path])
+
+    def status_socket(self):
+        return os.path.join(self.dir, "status.sock")
+
+    def status(self):
+        """The agent's own account (`tagrelay status --json`), or None."""
+        try:
+            p = subprocess.run([self.bench.bins["tagrelay"], "status", "--json", "--socket",
+                                self.status_socket()], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, timeout=20)
+            return json.loads(p.stdout) if p.returncode == 0 else None
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return None
+
+    def loss_counters(self):
+        """What the agent says it lost: readings evicted unsent by the store's
+        bound, dropped from memory, and poll batches dropped on a full store queue."""
+        st = self.status()
+        if st is None:
+            return None
+        return {"evicted": st["store"]["evicted"],
+                "lost_in_memory": st["store"]["lost_in_memory"],
+                "devices_lost": sum(d["lost"] for d in st["devices"]),
+                "dropped_batches": sum(d["dropped_batches"] for d in st["devices"]),
+                "backlog_readings": st["store"]["backlog_readings"]}
 
     def store_bytes(self):
         total = 0
