@@ -714,7 +714,7 @@ def parse_args(argv):
     p.add_argument("--drain-timeout-factor", type=float, default=2.0)
     p.add_argument("--ceiling-runs", type=int, help="default: --runs")
     p.add_argument("--modbus-seconds", type=float, default=6.0)
-    p.add_argument("--drain-readings", type=int, default=200000)
+    p.add_argument("--drain-readings", type=int, default=1000000)
     p.add_argument("--schema-every", type=int, default=20,
                    help="validate one tagrelay telemetry message in N against the schema")
     p.add_argument("--note", default="", help="a line to put at the top of the report")
