@@ -68,8 +68,12 @@ def goals(res):
     o = res.get("outage", {}).get("tagrelay")
     if o and "raw_mqtt" in c:
         r = ratio(o.get("drain_mb_s"), c["raw_mqtt"][0])
+        v = verdict(r >= 0.6 if r is not None else None)
+        busy = o.get("receiver_cpu_pct_transfer")
+        if r is not None and r < 0.6 and busy is not None and busy >= 70:
+            v += f" (the bench's receiver was {busy:.0f} % busy: it sets this rate)"
         rows.append(("end-to-end drain after the outage vs raw libmosquitto QoS 1 (MB/s)",
-                     ">= 60 %", pct(r), verdict(r >= 0.6 if r is not None else None)))
+                     ">= 60 %", pct(r), v))
     if "tcp" in c:
         r = ratio(c["tcp"][1], c["tcp"][2])
         rows.append(("TCP polling vs raw libmodbus loop", ">= 90 %", pct(r), verdict(r >= 0.9)))
@@ -191,10 +195,10 @@ def outage(res, args):
            f"(they are not sized for longer ones).", "",
            "| subject | outage | readings acquired in the outage | drain time | of which "
            "reconnect | drain MB/s | drain readings/s | live p50 during drain | live p99 during "
-           "drain | lost | CPU in outage | CPU in drain | receiver CPU in drain | peak RSS "
-           "| store size |",
+           "drain | lost | CPU in outage | CPU in drain | receiver CPU in drain | other load "
+           "in drain | peak RSS | store size |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-           "| --- |"]
+           "| --- | --- |"]
     for k in ("tagrelay", "collectd", "nodered"):
         r = o.get(k)
         if not r:
@@ -215,10 +219,27 @@ def outage(res, args):
             f"{fmt(r['live_p99_ms_during_drain'], 0, ' ms')} | {lost(r)} | "
             f"{fmt(r['cpu_pct_outage'], 2, ' %')} | {fmt(r['cpu_pct_drain'], 2, ' %')} | "
             f"{fmt(r.get('receiver_cpu_pct_drain'), 1, ' %')} | "
+            f"{fmt(r.get('other_load_pct_drain'), 0, ' %')} | "
             f"{fmt(r['rss_peak_mb'], 1, ' MB')} | "
             f"{store} |")
     out.append("")
     t = o.get("tagrelay", {})
+    c = t.get("agent_counters")
+    if c:
+        out.append(f"- tagrelay's own account at the end of the drain (`tagrelay status --json`): "
+                   f"{fmt(c['evicted'])} readings evicted unsent, {fmt(c['lost_in_memory'])} "
+                   f"dropped from memory, {fmt(c['devices_lost'])} lost in loss records, "
+                   f"{fmt(c['dropped_batches'])} poll batches dropped on a full store queue; "
+                   f"{fmt(c['backlog_readings'])} readings not yet acknowledged (the live batches "
+                   f"of the moment).")
+    if t.get("receiver_cpu_pct_transfer") is not None:
+        busy = t["receiver_cpu_pct_transfer"]
+        out.append(f"- During the transfer tagrelay used "
+                   f"{fmt(t.get('subject_cpu_pct_transfer'), 1, ' %')} of a core and the receiver "
+                   f"{fmt(busy, 0, ' %')}"
+                   + (": the receiver (Python, one thread checking every signature and value) "
+                      "sets this end-to-end rate, not the agent. Section 4 measures the agent's "
+                      "own drain against raw libmosquitto." if busy >= 70 else "."))
     if t.get("lost") and t.get("subject_says"):
         out.append(f"- tagrelay's log on its loss: {t['subject_says']}")
     for k in ("collectd", "nodered"):

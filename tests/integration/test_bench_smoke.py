@@ -64,7 +64,13 @@ class ReceiverAccountingTest(unittest.TestCase):
         self.assertEqual(r.loss_split({"dev-000": 5}), (2, 2))
         self.assertFalse(r.caught_up({"dev-000": 5}))
         self.assertTrue(r.caught_up({"dev-000": 4}))
-        self.assertEqual(r.loss({"dev-000": 4, "dev-001": 3}), (2, ["dev-001"]))
+        # caught up (the newest value passed) but not complete: value 3 is missing
+        self.assertFalse(r.complete({"dev-000": 4}))
+        send(tagrelay_batch("dev-000", 5, [(0, 3), (1, 3)], historical=True))  # the backlog
+        self.assertTrue(r.complete({"dev-000": 4}))
+        self.assertFalse(r.complete({"dev-000": 5}))
+        self.assertFalse(r.complete({"dev-000": 4, "dev-001": 1}))  # nothing from dev-001
+        self.assertEqual(r.loss({"dev-000": 4, "dev-001": 3}), (0, ["dev-001"]))
 
     def test_peer_formats(self):
         r = rx.BenchReceiver()
@@ -85,10 +91,10 @@ class HarnessSmokeTest(unittest.TestCase):
                 ["/usr/bin/python3", os.path.join(ROOT, "bench", "e2e", "run.py"),
                  "--build", build, "--node-red-dir", os.path.join(tmp, "none"),
                  "--scenarios", "1,2,3", "--subjects", "tagrelay,collectd", "--runs", "1",
-                 "--ports", "3", "--registers", "10", "--warmup", "3", "--window", "3",
-                 "--settle", "30", "--ramp", "1000,500", "--ramp-warmup", "2",
-                 "--ramp-window", "3", "--max-p99-ms", "100000", "--outage", "4",
-                 "--peer-outage", "3", "--bpr-window", "3", "--out", out, "--json", js],
+                 "--ports", "3", "--registers", "10", "--warmup", "2", "--window", "2",
+                 "--settle", "30", "--ramp", "500", "--ramp-warmup", "2",
+                 "--ramp-window", "2", "--max-p99-ms", "100000", "--outage", "3",
+                 "--peer-outage", "2", "--bpr-window", "2", "--out", out, "--json", js],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
             self.assertEqual(p.returncode, 0, p.stdout[-3000:])
             with open(js) as f:
@@ -106,6 +112,8 @@ class HarnessSmokeTest(unittest.TestCase):
         self.assertGreater(o["backlog_readings"], 0)
         self.assertIsNotNone(o["drain_s"], p.stdout[-3000:])
         self.assertEqual((o["lost"], o["rejected"]), (0, 0), p.stdout[-3000:])
+        self.assertEqual(o["agent_counters"]["evicted"], 0, p.stdout[-3000:])
+        self.assertEqual(o["agent_counters"]["dropped_batches"], 0, p.stdout[-3000:])
         self.assertGreater(res["outage"]["bytes_per_reading"], 0)
         self.assertIsNotNone(res["max"]["max_tags_s"], p.stdout[-3000:])
         for heading in ("## 1. Steady load", "## 2. Highest sustainable", "## 3. Broker outage",
