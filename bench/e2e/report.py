@@ -140,6 +140,12 @@ def steady(res, args):
         else:
             out.append("- tagrelay: every signature verified, no sequence gap, no duplicate, no "
                        "message rejected.")
+        if t.get("rss_anon_mb") is not None and t.get("rss_file_mb") is not None:
+            out.append(f"- tagrelay's resident memory at the end of the window: "
+                       f"{fmt(t['rss_anon_mb'], 1, ' MB')} of its own (heap, thread stacks) and "
+                       f"{fmt(t['rss_file_mb'], 1, ' MB')} of mapped files, mostly the shared "
+                       f"libraries' code (libcrypto, libc, libstdc++, libsqlite3), which other "
+                       f"processes share; peak RSS counts both.")
     return out + [""]
 
 

@@ -273,6 +273,8 @@ def measure(bench, subject, fleet, poll_ms, warmup, window, settle):
         dt, cpu = meter.read()
         hwm = status_kib(subject.pid, "VmHWM")
         threads = status_kib(subject.pid, "Threads")
+        rss_anon = status_kib(subject.pid, "RssAnon")
+        rss_file = status_kib(subject.pid, "RssFile")
         expected = expected_last(s1)
         lag = wait_caught_up(bench.receiver, expected, settle)
         lost, silent = bench.receiver.loss(expected)
@@ -291,6 +293,8 @@ def measure(bench, subject, fleet, poll_ms, warmup, window, settle):
             "receiver_cpu_pct": cpu.get("receiver", {}).get("pct"),
             "other_load_pct": other_load_pct(cpu),
             "rss_peak_mb": hwm / 1024.0 if hwm else None, "threads": threads,
+            "rss_anon_mb": rss_anon / 1024.0 if rss_anon else None,
+            "rss_file_mb": rss_file / 1024.0 if rss_file else None,
             "p50_ms": r.live.percentile(50), "p99_ms": r.live.percentile(99),
             "lag_s": lag, "lost": lost, "lost_interior": interior, "lost_tail": tail,
             "silent_devices": len(silent),
