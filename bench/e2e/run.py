@@ -73,6 +73,47 @@ def status_kib(pid, key):
     return None
 
 
+def rss_parts(pid):
+    """Resident memory of a process by kind, in MB (/proc/PID/smaps): the main
+    heap, other malloc arenas (anonymous maps on a 64 MiB boundary), thread
+    stacks (8 MiB anonymous maps), other anonymous memory, and mapped files
+    by file name (the largest few; the rest together)."""
+    parts, files = {}, {}
+    name = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split()
+                if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                    lo, hi = (int(x, 16) for x in head[0].split("-"))
+                    path = head[5] if len(head) > 5 else ""
+                    if path == "[heap]":
+                        name = "heap"
+                    elif path.startswith("/"):
+                        name = "file:" + os.path.basename(path)
+                    elif path:
+                        name = "other anonymous"
+                    elif hi - lo in (8 << 20, (8 << 20) - 4096):
+                        name = "thread stacks"
+                    elif lo % (64 << 20) == 0:
+                        name = "malloc arenas"
+                    else:
+                        name = "other anonymous"
+                elif line.startswith("Rss:") and name:
+                    kb = int(head[1])
+                    if name.startswith("file:"):
+                        files[name[5:]] = files.get(name[5:], 0) + kb
+                    else:
+                        parts[name] = parts.get(name, 0) + kb
+    except OSError:
+        return None
+    top = sorted(files.items(), key=lambda kv: -kv[1])
+    out = {k: v / 1024.0 for k, v in parts.items()}
+    out["files"] = {k: v / 1024.0 for k, v in top[:4]}
+    out["files"]["other files"] = sum(v for _k, v in top[4:]) / 1024.0
+    return out
+
+
 def machine_busy_seconds():
     """CPU seconds all cores spent busy since boot (/proc/stat), all processes."""
     with open("/proc/stat") as f:
@@ -275,6 +316,7 @@ def measure(bench, subject, fleet, poll_ms, warmup, window, settle):
         threads = status_kib(subject.pid, "Threads")
         rss_anon = status_kib(subject.pid, "RssAnon")
         rss_file = status_kib(subject.pid, "RssFile")
+        parts = rss_parts(subject.pid) if subject.name == "tagrelay" else None
         expected = expected_last(s1)
         lag = wait_caught_up(bench.receiver, expected, settle)
         lost, silent = bench.receiver.loss(expected)
@@ -294,7 +336,7 @@ def measure(bench, subject, fleet, poll_ms, warmup, window, settle):
             "other_load_pct": other_load_pct(cpu),
             "rss_peak_mb": hwm / 1024.0 if hwm else None, "threads": threads,
             "rss_anon_mb": rss_anon / 1024.0 if rss_anon else None,
-            "rss_file_mb": rss_file / 1024.0 if rss_file else None,
+            "rss_file_mb": rss_file / 1024.0 if rss_file else None, "rss_parts": parts,
             "p50_ms": r.live.percentile(50), "p99_ms": r.live.percentile(99),
             "lag_s": lag, "lost": lost, "lost_interior": interior, "lost_tail": tail,
             "silent_devices": len(silent),
