@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/log.h"
 #include "agent/rules/engine.h"
 #include "agent/uplink/signing.h"
 #include "agent/uplink/telemetry.h"
@@ -123,6 +124,9 @@ void BM_AlarmRules1000(benchmark::State& state) {
       alarms.push_back(std::move(r));
     }
   }
+  // The engine logs every alarm it raises or clears: formatted, then dropped
+  // here (a service sends them to the journal).
+  SetLogSink([](const LogEvent&) {}, LogLevel::kInfo);
   FakeClock clock;
   rules::AlarmEngine engine(std::move(alarms), {}, clock, [](const std::string&) { return false; });
   engine.Restore({});

@@ -365,12 +365,25 @@ METHOD = """## Method
 - **Outage**: the store's bytes per reading are measured first (the store's growth
   on disk over `--bpr-window` s with the broker down), and max_bytes is set to 2.5 x
   what the outage needs. The broker is stopped with SIGTERM and started again on
-  the same port.
-- **Ceilings**: bench/store_bench.cpp (raw SQLite inserting the same rows into the
-  same schema, same settings), bench/modbus_bench.cpp (a raw libmodbus
-  read loop of the same register count; the RTU line's theoretical rate),
-  bench/uplink_drain_bench.cpp via bench/uplink_bench.py (a raw libmosquitto QoS 1
-  publish loop of the same payloads and inflight window over TLS).
+  the same port. For tagrelay the drain ends when the receiver holds every value
+  acquired up to the broker's return with no gap: the backlog arrives (flagged
+  historical) while live values already flow, so a register's newest value says
+  nothing about its backlog. A peer without a store cannot deliver its outage: its
+  drain ends when its live values pass the outage. Lost values are counted after
+  that, once the values acquired since have had `--settle` s to arrive. The
+  agent's own account (`tagrelay status --json`: evicted, dropped, loss records)
+  is read at the end.
+- **Ceilings**: bench/store_bench.cpp (raw SQLite inserting the same chunks into
+  the same schema with the same settings, page cache included; the ring also
+  encodes the chunks, assigns sequence numbers and evicts), bench/modbus_bench.cpp
+  (a raw libmodbus read loop of the same register count; the RTU line's
+  theoretical rate), bench/uplink_drain_bench.cpp via bench/uplink_bench.py (a raw
+  libmosquitto QoS 1 publish loop of the same payload sizes and inflight window over
+  TLS; both timed from the connection on, over 1,000,000 readings; the drain also
+  reads the store, decodes its chunks and encodes the JSON batches).
+- **Memory**: peak RSS is VmHWM, which counts the pages of shared libraries the
+  process touched as well as its own; the split and where the agent's own memory
+  goes are read from /proc/PID/smaps at the end of the window.
 - Everything runs on the same machine at the same time as the subject: the
   simulator, the broker and the receiver share its cores. "Other load" is the
   machine's busy time (/proc/stat) minus that of the bench's own processes, in % of

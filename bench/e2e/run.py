@@ -661,11 +661,13 @@ def scenario_ceilings(bench, args):
 
 def micro(bench):
     """The Google Benchmark micro benchmarks: ns per iteration, items/s."""
-    text = run_tool([bench.bins["micro_bench"], "--benchmark_format=json",
-                     "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true"], 600)
+    path = os.path.join(bench.work.path, "micro.json")
+    run_tool([bench.bins["micro_bench"], f"--benchmark_out={path}", "--benchmark_out_format=json",
+              "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true"], 600)
     try:
-        doc = json.loads(text[text.index("{"):])
-    except ValueError:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
         log("  micro benchmarks: no JSON in the output")
         return []
     return [{"name": b["run_name"], "ns": b["real_time"], "cpu_ns": b["cpu_time"],
