@@ -152,6 +152,8 @@ def other_load_pct(cpu):
 # --- the fleet simulator ----------------------------------------------------
 
 class Fleet:
+    count = 0  # fleets started so far: each one's devices get names of their own
+
     def __init__(self, binary, ports, units, registers):
         self.units = units
         self.registers = registers
@@ -162,7 +164,8 @@ class Fleet:
         if not line or line[0] != "ports":
             raise RuntimeError(f"fleet simulator did not start: {line!r}")
         self.endpoints = [(int(p), u) for p in line[1:] for u in range(1, units + 1)]
-        self.devices = [subjects.device_name(i) for i in range(len(self.endpoints))]
+        Fleet.count += 1
+        self.devices = [subjects.device_name(i, Fleet.count) for i in range(len(self.endpoints))]
         self.lines = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -23,8 +23,11 @@ import harness
 GATEWAY = "gw-bench"
 
 
-def device_name(i):
-    return f"dev-{i:03d}"
+def device_name(i, run=0):
+    """Device i of fleet number `run`: every fleet of a bench gets new names, so
+    that values a previous subject still delivers after its run (from the
+    broker's queue) can never be counted for the next one."""
+    return f"r{run:03d}-dev-{i:03d}"
 
 
 class Subject:
@@ -104,7 +107,7 @@ ca_file = "{b.pki.cert}"
 api_key_file = "{b.secret_file('tagrelay')}"
 """]
         for i, (port, unit) in enumerate(fleet.endpoints):
-            dev = device_name(i)
+            dev = fleet.devices[i]
             bus = f"ep-{port}"
             if unit == 1 or fleet.units == 1:
                 out.append(f"""[[bus]]
@@ -198,7 +201,7 @@ LoadPlugin mqtt
   </Data>""")
         for i, (port, unit) in enumerate(fleet.endpoints):
             collects = "\n".join(f'      Collect "t{r:03d}"' for r in range(fleet.registers))
-            out.append(f"""  <Host "{device_name(i)}">
+            out.append(f"""  <Host "{fleet.devices[i]}">
     Address "127.0.0.1"
     Port "{port}"
     Interval {interval}
@@ -254,7 +257,7 @@ class NodeRed(Subject):
         ]
         rate, unit = (str(poll_ms // 1000), "s") if poll_ms % 1000 == 0 else (str(poll_ms), "ms")
         for i, (port, slave) in enumerate(fleet.endpoints):
-            dev = device_name(i)
+            dev = fleet.devices[i]
             nodes.append({
                 "id": f"c{i}", "type": "modbus-client", "name": dev, "clienttype": "tcp",
                 "bufferCommands": True, "stateLogEnabled": False, "queueLogEnabled": False,
