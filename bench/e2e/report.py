@@ -194,6 +194,15 @@ def maximum(res, args):
                    f"{fmt(s['p50_ms'], 0, ' ms')} | "
                    f"{fmt(s['p99_ms'], 0, ' ms')} | {lost(s)} | "
                    f"{s.get('limited_by') or 'sustained'} |")
+    failed = [s for s in m["steps"] if s.get("limited_by")]
+    if failed and all(not s.get("subject_says") and (s.get("receiver_cpu_pct") or 0) >= 65
+                      and not s.get("lost_interior") for s in failed):
+        out += ["", "At every failed step tagrelay's log reports no dropped or evicted data and "
+                "no value is missing between values received: the values came late, while the "
+                "bench's receiver (Python, one thread checking every signature and value) used "
+                f"{fmt(min(s['receiver_cpu_pct'] for s in failed), 0, ' %')} to "
+                f"{fmt(max(s['receiver_cpu_pct'] for s in failed), 0, ' %')} of a core. The "
+                "limit found here is the receiver's as much as the agent's."]
     return out + ["", "collectd and Node-RED: not measured in this scenario.", ""]
 
 
