@@ -1,14 +1,20 @@
-// Micro benchmarks of the per-reading hot paths: decoding registers, encoding
-// telemetry batches, evaluating alarm rules.
+// Micro benchmarks of the per-reading hot paths: decoding registers, planning
+// a device's requests, encoding telemetry batches and signing them, evaluating
+// alarm rules. (Store insert and ack: bench/store_bench.cpp and
+// bench/uplink_drain_bench.cpp.)
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/log.h"
 #include "agent/rules/engine.h"
+#include "agent/uplink/signing.h"
 #include "agent/uplink/telemetry.h"
 #include "drivers/modbus/codec.h"
+#include "drivers/modbus/request_plan.h"
 
 namespace tagrelay {
 namespace {
@@ -57,11 +63,47 @@ void BM_EncodeTelemetryBatch(benchmark::State& state) {
 }
 BENCHMARK(BM_EncodeTelemetryBatch)->Arg(1)->Arg(500);
 
-}  // namespace
-}  // namespace tagrelay
+// The benchmark fleet's device (N uint16 holding registers) and a scattered
+// map (every third register, mixed types): one plan per configuration load.
+void BM_PlanRequests(benchmark::State& state) {
+  const bool scattered = state.range(1) != 0;
+  std::vector<modbus::TagSpec> tags;
+  for (int64_t i = 0; i < state.range(0); ++i) {
+    modbus::TagSpec t;
+    t.name = "t" + std::to_string(i);
+    t.address = static_cast<uint16_t>(scattered ? i * 3 : i);
+    t.type = scattered && i % 2 ? modbus::DataType::kFloat32 : modbus::DataType::kUint16;
+    tags.push_back(t);
+  }
+  for (auto _ : state) {
+    auto plan = modbus::PlanRequests(tags);
+    benchmark::DoNotOptimize(plan);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_PlanRequests)->Args({100, 0})->Args({100, 1});
 
-namespace tagrelay {
-namespace {
+// What the uplink does per batch of a device with a key: encode, then sign.
+void BM_EncodeAndSignBatch(benchmark::State& state) {
+  std::vector<store::StoredReading> rows;
+  for (int64_t i = 0; i < state.range(0); ++i) {
+    rows.push_back(store::StoredReading{i + 1,
+                                        "t" + std::to_string(i % 100),
+                                        1763800000000 + i / 100 * 1000,
+                                        static_cast<double>(i),
+                                        Quality::kGood,
+                                        {}});
+  }
+  const std::string key = "0123456789abcdef0123456789abcdef";
+  const std::string topic = "tagrelay/v1/gw-bench/dev-000/telemetry";
+  for (auto _ : state) {
+    std::string payload = uplink::EncodeTelemetry({"gw-bench", "dev-000", false}, rows);
+    std::string sig = uplink::Sign(key, topic, payload);
+    benchmark::DoNotOptimize(sig);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_EncodeAndSignBatch)->Arg(100)->Arg(500);
 
 // Alarm rule evaluation: 1,000 rules (100 devices x 10 tags, a high alarm with a
 // deadband on every tag, a tenth of them with an on_delay) fed one poll of every
@@ -82,6 +124,9 @@ void BM_AlarmRules1000(benchmark::State& state) {
       alarms.push_back(std::move(r));
     }
   }
+  // The engine logs every alarm it raises or clears: formatted, then dropped
+  // here (a service sends them to the journal).
+  SetLogSink([](const LogEvent&) {}, LogLevel::kInfo);
   FakeClock clock;
   rules::AlarmEngine engine(std::move(alarms), {}, clock, [](const std::string&) { return false; });
   engine.Restore({});

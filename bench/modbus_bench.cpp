@@ -11,7 +11,7 @@
 //   Planner  requests per poll cycle for realistic device maps, against one
 //            request per tag.
 //
-// Usage: tagrelay_modbus_bench [--seconds S] [--rtu-sim PATH]
+// Usage: tagrelay_modbus_bench [--seconds S] [--registers N] [--rtu-sim PATH]
 // The RTU part needs the simulator (tests/sim/modbus_rtu_sim.cpp); its path
 // is built in when the tests are built, or given with --rtu-sim.
 #include <modbus.h>
@@ -43,15 +43,16 @@ namespace {
 using Seconds = std::chrono::duration<double>;
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr uint16_t kRegisters = 10;  // one request of 10 holding registers per poll
+// One request of this many holding registers per poll (--registers, 1..125).
+uint16_t g_registers = 10;
 
 // A Modbus TCP server on a thread (libmodbus), answering from a fixed map.
 class TcpServer {
  public:
   TcpServer() {
     ctx_ = modbus_new_tcp("127.0.0.1", 0);
-    map_ = modbus_mapping_new(0, 0, 100, 0);
-    for (int i = 0; i < 100; ++i) map_->tab_registers[i] = static_cast<uint16_t>(i * 3);
+    map_ = modbus_mapping_new(0, 0, 125, 0);
+    for (int i = 0; i < 125; ++i) map_->tab_registers[i] = static_cast<uint16_t>(i * 3);
     listener_ = modbus_tcp_listen(ctx_, 4);
     sockaddr_in addr{};
     socklen_t len = sizeof addr;
@@ -108,12 +109,12 @@ double RawLibmodbusRate(uint16_t port, Seconds duration) {
     return 0;
   }
   modbus_set_slave(ctx, 1);
-  uint16_t regs[kRegisters];
+  std::vector<uint16_t> regs(g_registers);
   uint64_t n = 0;
   const auto start = SteadyClock::now();
   while (SteadyClock::now() - start < duration) {
     for (int i = 0; i < 100; ++i) {
-      if (modbus_read_registers(ctx, 0, kRegisters, regs) == kRegisters) ++n;
+      if (modbus_read_registers(ctx, 0, g_registers, regs.data()) == g_registers) ++n;
     }
   }
   const double rate = static_cast<double>(n) / Seconds(SteadyClock::now() - start).count();
@@ -122,12 +123,12 @@ double RawLibmodbusRate(uint16_t port, Seconds duration) {
   return rate;
 }
 
-DeviceSpec TenRegisterDevice(int unit) {
+DeviceSpec BenchDevice(int unit) {
   DeviceSpec d;
   d.id = "bench";
   d.unit_id = unit;
   d.poll = std::chrono::milliseconds(10);
-  for (uint16_t a = 0; a < kRegisters; ++a) {
+  for (uint16_t a = 0; a < g_registers; ++a) {
     TagSpec t;
     t.name = "r" + std::to_string(a);
     t.address = a;
@@ -144,7 +145,7 @@ double PollerRate(const EndpointSpec& endpoint, int unit, Seconds duration, uint
   FakeClock clock;
   uint64_t good = 0;
   uint64_t failed = 0;
-  ModbusPoller poller("bench", MakeTransport(endpoint), {TenRegisterDevice(unit)}, clock,
+  ModbusPoller poller("bench", MakeTransport(endpoint), {BenchDevice(unit)}, clock,
                       [&](ReadingBatch&& b) {
                         bool ok = true;
                         for (const Reading& r : b.readings) ok = ok && r.quality == Quality::kGood;
@@ -181,7 +182,7 @@ void TcpBench(Seconds duration) {
   std::printf(
       "| TCP, one connection, %u registers per poll | %.0f polls/s | raw libmodbus loop "
       "%.0f req/s | %.1f %% | %s |\n",
-      kRegisters, best_ours, best_raw, 100 * ratio, ratio >= 0.9 ? "met" : "MISSED");
+      g_registers, best_ours, best_raw, 100 * ratio, ratio >= 0.9 ? "met" : "MISSED");
   if (bad > 0)
     std::printf("  (%llu polls had bad readings)\n", static_cast<unsigned long long>(bad));
 }
@@ -189,7 +190,7 @@ void TcpBench(Seconds duration) {
 // The line's best: request (8 bytes) and reply (5 + 2n bytes) of 11-bit
 // characters, each followed by 3.5 characters of silence.
 double TheoreticalRtuRate(int baud) {
-  const double chars = 8 + 5 + 2.0 * kRegisters;
+  const double chars = 8 + 5 + 2.0 * g_registers;
   const double gap = baud > 19200 ? 1750e-6 : 3.5 * 11.0 / baud;
   return 1.0 / (chars * 11.0 / baud + 2 * gap);
 }
@@ -234,7 +235,7 @@ void RtuBench(const std::string& sim, int baud, Seconds duration) {
   std::printf(
       "| RTU %d baud, %u registers per poll | %.1f tx/s | line rate %.1f tx/s | %.1f %% | "
       "%s |\n",
-      baud, kRegisters, rate, ceiling, 100 * ratio, ratio >= 0.9 ? "met" : "MISSED");
+      baud, g_registers, rate, ceiling, 100 * ratio, ratio >= 0.9 ? "met" : "MISSED");
   if (bad > 0)
     std::printf("  (%llu polls had bad readings)\n", static_cast<unsigned long long>(bad));
 }
@@ -332,10 +333,18 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) {
       seconds = std::atof(argv[++i]);
+    } else if (a == "--registers" && i + 1 < argc) {
+      const int n = std::atoi(argv[++i]);
+      if (n < 1 || n > 125) {
+        std::fprintf(stderr, "--registers: 1..125\n");
+        return 1;
+      }
+      tagrelay::modbus::g_registers = static_cast<uint16_t>(n);
     } else if (a == "--rtu-sim" && i + 1 < argc) {
       sim = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: tagrelay_modbus_bench [--seconds S] [--rtu-sim PATH]\n");
+      std::fprintf(stderr,
+                   "usage: tagrelay_modbus_bench [--seconds S] [--registers N] [--rtu-sim PATH]\n");
       return 1;
     }
   }

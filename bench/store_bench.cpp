@@ -103,8 +103,9 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
   { auto ring = RingStore::Open(o); }  // the schema and the settings, then raw SQLite only
   sqlite3* db = nullptr;
   sqlite3_open(o.path.c_str(), &db);
-  const std::string pragmas = "PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL; " +
-                              RingStore::LimitPragmas(RingStore::LimitsFor(kMaxBytes, 4096));
+  const std::string pragmas =
+      "PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL; PRAGMA cache_size = -512; " +
+      RingStore::LimitPragmas(RingStore::LimitsFor(kMaxBytes, 4096));
   sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, nullptr);
   const int tags = static_cast<int>(state.range(0));
   sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);

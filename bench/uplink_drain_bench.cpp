@@ -110,8 +110,15 @@ DrainResult Drain(const Args& a, const std::string& db) {
       [&writer](store::StoreItem&& item) { writer.Submit(std::move(item)); }, RealClock());
   writer.SetCommitListener([&up] { up.NotifyNewData(); });
   writer.Start();
-  const auto start = Clock::now();
   up.Start();
+  // Timed from the connection on, as the raw loop is: the TLS handshake is
+  // not part of the drain.
+  const auto connecting = Clock::now();
+  while (!up.counters().connected.load()) {
+    if (Clock::now() - connecting > std::chrono::seconds(30)) Die("no connection in 30 s");
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  const auto start = Clock::now();
   while (up.counters().readings_acked.load() < static_cast<uint64_t>(a.readings)) {
     if (Clock::now() - start > std::chrono::minutes(5)) Die("drain did not finish in 5 minutes");
     std::this_thread::sleep_for(std::chrono::microseconds(200));

@@ -300,17 +300,22 @@ void ModbusPoller::Decode(DeviceState& d, const ReadRequest& req, std::vector<Re
   for (size_t t : req.tags) {
     const TagSpec& tag = d.spec.tags[t];
     const size_t offset = tag.address - req.address;
-    Reading r;
+    // Built in place in `out` (the hot path of a poll), taken back if the
+    // deadband holds it.
     if (IsBitTable(req.table)) {
-      r = Reading::Good(tag.name, ts, DecodeBitValue(bits_[offset]));
+      out->push_back(Reading{tag.name, ts, DecodeBitValue(bits_[offset]), Quality::kGood, {}});
     } else {
       Result<Value> v =
           DecodeTag(tag, std::span<const uint16_t>(regs_.data() + offset, ElementCount(tag)));
-      r = v.ok() ? Reading::Good(tag.name, ts, std::move(v).value())
-                 : Reading::Bad(tag.name, ts, v.status().message());
+      if (v.ok()) {
+        out->push_back(Reading{tag.name, ts, std::move(v).value(), Quality::kGood, {}});
+      } else {
+        out->push_back(Reading::Bad(tag.name, ts, v.status().message()));
+      }
     }
+    const Reading& r = out->back();
     if (r.quality == Quality::kGood) d.counters->last_good_ms = ts;
-    if (PassesDeadband(d, t, r)) out->push_back(std::move(r));
+    if (!PassesDeadband(d, t, r)) out->pop_back();
   }
 }
 

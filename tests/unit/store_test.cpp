@@ -13,6 +13,7 @@
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
 #include "store/schema.h"
+#include "store/sqlite.h"
 #include "store/store_writer.h"
 
 namespace tagrelay::store {
@@ -65,6 +66,18 @@ class StoreTest : public ::testing::Test {
 
   TempDir dir_;
 };
+
+// The writer's, the uplink's and the status page's connections each bound
+// SQLite's page cache (default 2 MiB) to 512 KiB: part of the memory budget.
+TEST_F(StoreTest, EveryConnectionBoundsItsPageCache) {
+  std::unique_ptr<RingStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Result<Db> db = Db::Open(Options().path, /*create=*/false);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  Result<int64_t> kib = db->QueryInt("PRAGMA cache_size");
+  ASSERT_TRUE(kib.ok()) << kib.status().ToString();
+  EXPECT_EQ(*kib, -512);
+}
 
 TEST_F(StoreTest, SequenceNumbersArePerDeviceAndUnbroken) {
   auto store = OpenStore();
