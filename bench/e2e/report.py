@@ -70,8 +70,12 @@ def goals(res):
                      verdict(r >= 0.7)))
     if "drain" in c and "raw_mqtt" in c:
         r = ratio(c["drain"][0], c["raw_mqtt"][0])
-        rows.append(("backlog drain vs raw libmosquitto QoS 1 (MB/s)", ">= 60 %", pct(r),
-                     verdict(r >= 0.6)))
+        v = verdict(r >= 0.6)
+        if r < 0.6:
+            v += (" (the raw loop publishes ready payloads; the drain also reads the store, "
+                  "decodes its chunks and encodes the JSON on the uplink thread: "
+                  "bench/uplink_drain_bench prints where the time goes)")
+        rows.append(("backlog drain vs raw libmosquitto QoS 1 (MB/s)", ">= 60 %", pct(r), v))
     o = res.get("outage", {}).get("tagrelay")
     if o and "raw_mqtt" in c:
         r = ratio(o.get("drain_mb_s"), c["raw_mqtt"][0])
