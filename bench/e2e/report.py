@@ -339,6 +339,14 @@ def ceilings(res, args):
     return out + [""]
 
 
+FOOTPRINT = """## Footprint
+
+Stripped binary size and installed size of the amd64, armhf and arm64 packages,
+peak RSS at 100 devices x 100 tags at 1 s with and without a 64 MiB memory limit,
+and idle wake-ups per second: [footprint.md](footprint.md), measured by
+`scripts/footprint` (not part of this run).
+"""
+
 METHOD = """## Method
 
 - **Fleet simulator** (bench/e2e/fleet_sim.cpp): one process, one thread (epoll),
@@ -424,5 +432,5 @@ def render(res):
     if g:
         lines += ["## Goals (ratios from the same run)", ""] + g + [""]
     lines += steady(res, args) + maximum(res, args) + outage(res, args) + ceilings(res, args)
-    lines += [METHOD]
+    lines += [FOOTPRINT, METHOD]
     return "\n".join(lines)
