@@ -12,6 +12,8 @@ import subprocess
 import threading
 import time
 
+import harness
+
 
 class SilentServer:
     """Accepts TCP connections, reads whatever comes, and never answers: a
@@ -289,35 +291,7 @@ def write_load_config(workdir, gateway, urls, sim_port, key_file, devices=5, pol
     if isinstance(urls, str):
         urls = [urls]
     url_list = ", ".join(f'"{u}"' for u in urls)
-    device_text = "".join(f"""
-[[device]]
-id = "dev-{i}"
-bus = "sim"
-unit = {i}
-poll = "{poll}"
-  [[device.tag]]
-  name = "counter"
-  address = 0
-  [[device.tag]]
-  name = "negative"
-  address = 1
-  type = "int16"
-  [[device.tag]]
-  name = "temperature"
-  address = 2
-  type = "int16"
-  scale = 0.1
-  [[device.tag]]
-  name = "reference"
-  table = "input"
-  address = 0
-  type = "float32"
-  [[device.tag]]
-  name = "voltage"
-  table = "input"
-  address = 2
-  type = "float32"
-""" for i in range(1, devices + 1))
+    device_text = harness.sim_devices(devices, poll)
     return workdir.file(name, f"""
 [gateway]
 id = "{gateway}"

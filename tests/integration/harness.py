@@ -302,6 +302,40 @@ class Receiver:
         self.sub.close()
 
 
+def sim_devices(count, poll):
+    """[[device]] blocks dev-1..dev-`count` (units 1..count) on bus "sim", each
+    with the five tags of the simulator's register map, polled every `poll`."""
+    return "".join(f"""
+[[device]]
+id = "dev-{i}"
+bus = "sim"
+unit = {i}
+poll = "{poll}"
+  [[device.tag]]
+  name = "counter"
+  address = 0
+  [[device.tag]]
+  name = "negative"
+  address = 1
+  type = "int16"
+  [[device.tag]]
+  name = "temperature"
+  address = 2
+  type = "int16"
+  scale = 0.1
+  [[device.tag]]
+  name = "reference"
+  table = "input"
+  address = 0
+  type = "float32"
+  [[device.tag]]
+  name = "voltage"
+  table = "input"
+  address = 2
+  type = "float32"
+""" for i in range(1, count + 1))
+
+
 def write_agent_config(workdir, gateway, broker_port, sim_port, key_file, poll="100ms",
                        linger="200ms", extra_uplink="", url=None, extra_device="",
                        insecure=True):

@@ -33,35 +33,7 @@ BATCH_MAX = 100
 
 
 def config(work, broker_port, sim_port, key_file):
-    devices = "\n".join(f"""
-[[device]]
-id = "dev-{i}"
-bus = "sim"
-unit = {i}
-poll = "50ms"
-  [[device.tag]]
-  name = "counter"
-  address = 0
-  [[device.tag]]
-  name = "negative"
-  address = 1
-  type = "int16"
-  [[device.tag]]
-  name = "temperature"
-  address = 2
-  type = "int16"
-  scale = 0.1
-  [[device.tag]]
-  name = "reference"
-  table = "input"
-  address = 0
-  type = "float32"
-  [[device.tag]]
-  name = "voltage"
-  table = "input"
-  address = 2
-  type = "float32"
-""" for i in range(1, DEVICES + 1))
+    devices = harness.sim_devices(DEVICES, "50ms")
     return work.file("tagrelay.toml", f"""
 [gateway]
 id = "{GATEWAY}"
