@@ -31,8 +31,9 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"store", "commit_interval", "duration", "200ms",
        "... or this long after its first row, whichever comes first (1ms..10s)."},
       {"store", "max_memory_readings", "integer", "50000",
-       "Readings held in memory while the disk refuses writes (full, failing); past this the "
-       "oldest are dropped and reported as lost (1000..10000000)."},
+       "Readings held in memory while the disk refuses writes (full, failing) or the store "
+       "cannot be opened; past this the oldest are dropped and reported as lost "
+       "(1000..10000000)."},
 
       {"uplink", "url", "string or list", "required",
        "Broker URL, mqtts://host[:port] (default port 8883); a list gives failover, tried in "

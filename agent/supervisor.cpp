@@ -40,6 +40,20 @@ Status EnsureDirectory(const std::string& dir) {
   return Status::Ok();
 }
 
+// The gateway-level event that tells the cloud the store started afresh.
+store::NewEvent StoreResetEvent(const store::OpenReport& report, const Clock& clock) {
+  std::string body;
+  JsonWriter w(&body);
+  w.BeginObject();
+  w.Key("kind").String("store_reset");
+  w.Key("ts").Int(clock.wall_ms());
+  w.Key("reason").String("corrupt");
+  w.Key("detail").String(report.corruption);
+  w.Key("moved_to").String(report.quarantined);
+  w.EndObject();
+  return store::NewEvent{std::string(store::kStreamEvents), "", clock.wall_ms(), std::move(body)};
+}
+
 store::StoreOptions StoreOptionsOf(const Config& c) {
   store::StoreOptions o;
   o.path = c.StorePath();
@@ -143,7 +157,7 @@ Supervisor::~Supervisor() { Stop(); }
 Status Supervisor::Start() {
   {
     MutexLock lock(&mu_);
-    TR_RETURN_IF_ERROR(StartWorkers(config_, /*reuse_writer=*/false));
+    TR_RETURN_IF_ERROR(StartWorkers(config_, /*reuse_writer=*/false, /*store_must_open=*/false));
     state_ = "running";
   }
   started_ = true;
@@ -160,43 +174,45 @@ Status Supervisor::Start() {
   return Status::Ok();
 }
 
-Status Supervisor::StartWorkers(const Config& c, bool reuse_writer) {
+Status Supervisor::StartWorkers(const Config& c, bool reuse_writer, bool store_must_open) {
   const store::StoreOptions store_options = StoreOptionsOf(c);
-  store::OpenReport report;
   if (!reuse_writer || !writer_) {
-    TR_RETURN_IF_ERROR(EnsureDirectory(c.gateway.data_dir));
-    Result<std::unique_ptr<store::RingStore>> ring =
-        store::RingStore::Open(store_options, &report, clock_);
-    if (!ring.ok()) return ring.status();
-    (*ring)->SetHolds(&holds_);
-    writer_ = std::make_unique<store::StoreWriter>(std::move(ring).value(), store_options, clock_);
+    // Opens the ring; a corrupt database moved aside becomes an event for the cloud.
+    store::StoreOpener open_ring =
+        [store_options, data_dir = c.gateway.data_dir, clock = &clock_, holds = &holds_](
+            std::vector<store::NewEvent>& events) -> Result<std::unique_ptr<store::RingStore>> {
+      TR_RETURN_IF_ERROR(EnsureDirectory(data_dir));
+      store::OpenReport report;
+      Result<std::unique_ptr<store::RingStore>> ring =
+          store::RingStore::Open(store_options, &report, *clock);
+      if (!ring.ok()) return ring.status();
+      (*ring)->SetHolds(holds);
+      if (!report.quarantined.empty()) events.push_back(StoreResetEvent(report, *clock));
+      return ring;
+    };
+    std::vector<store::NewEvent> events;
+    Result<std::unique_ptr<store::RingStore>> ring = open_ring(events);
+    if (!ring.ok() && store_must_open) return ring.status();
+    if (ring.ok()) {
+      writer_ =
+          std::make_unique<store::StoreWriter>(std::move(ring).value(), store_options, clock_);
+      for (store::NewEvent& e : events) writer_->Submit(std::move(e));
+    } else {
+      // Polling and alarms go on; the writer keeps readings in memory and
+      // opens the store once it can (the error is its to log).
+      writer_ = std::make_unique<store::StoreWriter>(std::move(open_ring), store_options, clock_);
+    }
     writer_->SetCommitListener([this] { NotifyUplink(); });
     // The rules run in the writer: a reload with other rules gets a new writer.
     engine_ = std::make_shared<rules::AlarmEngine>(
         c.alarms, c.counters, clock_,
         [this](const std::string& device) { return LinkDown(device); });
     writer_->SetObserver(engine_.get());
-    if (!report.quarantined.empty()) {
-      // A gateway-level event for the cloud; the store logged the details.
-      std::string body;
-      JsonWriter w(&body);
-      w.BeginObject();
-      w.Key("kind").String("store_reset");
-      w.Key("ts").Int(clock_.wall_ms());
-      w.Key("reason").String("corrupt");
-      w.Key("detail").String(report.corruption);
-      w.Key("moved_to").String(report.quarantined);
-      w.EndObject();
-      writer_->Submit(store::NewEvent{std::string(store::kStreamEvents), "", clock_.wall_ms(),
-                                      std::move(body)});
-    }
     writer_->Start();
   }
-  Result<store::OutboxReader> reader = store::OutboxReader::Open(store_options.path);
-  if (!reader.ok()) return reader.status().WithContext("open store reader " + store_options.path);
   store::StoreWriter* writer = writer_.get();
   uplink_ = std::make_unique<uplink::Uplink>(
-      UplinkOptionsOf(c), std::make_unique<uplink::MosquittoClient>(), std::move(reader).value(),
+      UplinkOptionsOf(c), std::make_unique<uplink::MosquittoClient>(), store_options.path,
       [writer](store::StoreItem&& item) { writer->Submit(std::move(item)); }, clock_);
   uplink_->SetHolds(&holds_);
 
@@ -248,16 +264,9 @@ Status Supervisor::StartWorkers(const Config& c, bool reuse_writer) {
   {
     MutexLock lock(&status_mu_);
     if (status_reader_path_ != store_options.path) {
-      Result<store::OutboxReader> r = store::OutboxReader::Open(store_options.path);
-      status_reader_.reset();
+      status_reader_.reset();  // opened by the status thread once the database exists
       backlog_.reset();
-      if (r.ok()) {
-        status_reader_.emplace(std::move(r).value());
-        status_reader_path_ = store_options.path;
-      } else {
-        Log(LogLevel::kWarning, "status", "no backlog in the status: " + r.status().ToString());
-        status_reader_path_.clear();
-      }
+      status_reader_path_ = store_options.path;
       next_backlog_ = MonoTime{};
     }
   }
@@ -349,7 +358,7 @@ Status Supervisor::Reload(Config next) {
   Status applied;
   {
     MutexLock lock(&mu_);
-    applied = StartWorkers(next, keep_writer);
+    applied = StartWorkers(next, keep_writer, /*store_must_open=*/true);
   }
   if (!applied.ok()) {
     Log(LogLevel::kError, "agent",
@@ -359,7 +368,7 @@ Status Supervisor::Reload(Config next) {
     Status back;
     {
       MutexLock lock(&mu_);
-      back = StartWorkers(config_, keep_writer);
+      back = StartWorkers(config_, keep_writer, /*store_must_open=*/false);
       state_ = "running";
     }
     if (!back.ok()) {
@@ -492,6 +501,8 @@ status::StatusSnapshot Supervisor::Collect() {
       s.store.failed_commits = w.failed_commits.load();
       s.store.lost_in_memory = w.lost_in_memory.load();
       s.store.failing = w.failing.load();
+      s.store.open = w.open.load();
+      s.store.in_memory = w.pending_readings.load();
     }
     if (uplink_) {
       const uplink::UplinkCounters& u = uplink_->counters();
@@ -533,14 +544,21 @@ status::StatusSnapshot Supervisor::Collect() {
     }
     d.poll_rate = r.rate;
   }
-  if (status_reader_ && now >= next_backlog_) {
+  if (!status_reader_path_.empty() && now >= next_backlog_) {
     next_backlog_ = now + kBacklogEvery;
-    Result<store::BacklogSummary> b = status_reader_->Summary();
-    if (b.ok()) {
-      backlog_ = std::move(b).value();
-      backlog_at_ms_ = s.taken_ms;
-    } else {
-      Log(LogLevel::kWarning, "status", "backlog query: " + b.status().ToString());
+    if (!status_reader_) {
+      // The writer may open (create) the store only later; the writer reports why.
+      Result<store::OutboxReader> r = store::OutboxReader::Open(status_reader_path_);
+      if (r.ok()) status_reader_.emplace(std::move(r).value());
+    }
+    if (status_reader_) {
+      Result<store::BacklogSummary> b = status_reader_->Summary();
+      if (b.ok()) {
+        backlog_ = std::move(b).value();
+        backlog_at_ms_ = s.taken_ms;
+      } else {
+        Log(LogLevel::kWarning, "status", "backlog query: " + b.status().ToString());
+      }
     }
   }
   if (backlog_) {

@@ -3,7 +3,9 @@
 //
 // Promise:
 // - Start() opens the store (creating data_dir if needed) before any poller
-//   runs, so a store that cannot open stops the agent before it polls.
+//   runs. If it cannot (a data directory the service may not write), polling
+//   and alarms go on all the same: the store writer keeps readings in memory
+//   and opens the store when it can, and the uplink reads it from then on.
 // - Stop() stops the pollers first, then the uplink (which waits briefly for
 //   outstanding acks), then the store writer, which commits everything queued.
 //   Whatever was polled is then either in the store or delivered.
@@ -87,7 +89,9 @@ class Supervisor {
   const Config& config() const { return config_; }
 
  private:
-  Status StartWorkers(const Config& c, bool reuse_writer) TR_REQUIRES(mu_);
+  // `store_must_open`: a store that cannot be opened is an error (a reload);
+  // otherwise the writer starts without it and opens it when it can.
+  Status StartWorkers(const Config& c, bool reuse_writer, bool store_must_open) TR_REQUIRES(mu_);
   // Takes the workers out (under the lock) and stops them outside it; the
   // writer (and its rules) too unless `keep_writer`.
   void StopWorkers(bool keep_writer);

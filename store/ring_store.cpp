@@ -695,8 +695,10 @@ void RingStore::AfterCommit() {
   if (!s.ok()) Log(LogLevel::kWarning, "store", "checkpoint: " + s.ToString());
 }
 
-Result<std::map<std::string, std::string>> RingStore::LoadState() {
-  Result<Stmt> st = Stmt::Prepare(db_, "SELECT key, value FROM state");
+namespace {
+
+Result<std::map<std::string, std::string>> StateOf(const Db& db) {
+  Result<Stmt> st = Stmt::Prepare(db, "SELECT key, value FROM state");
   if (!st.ok()) return st.status();
   std::map<std::string, std::string> out;
   for (;;) {
@@ -706,6 +708,20 @@ Result<std::map<std::string, std::string>> RingStore::LoadState() {
     out.emplace(std::string(st->ColumnText(0)), std::string(st->ColumnText(1)));
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::map<std::string, std::string>> RingStore::LoadState() { return StateOf(db_); }
+
+Result<std::map<std::string, std::string>> RingStore::ReadState(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return Status::NotFound("no database at " + path);
+  Result<Db> db = Db::OpenImmutable(path);
+  if (!db.ok()) return db.status();
+  Result<std::map<std::string, std::string>> state = StateOf(*db);
+  if (!state.ok()) return state.status().WithContext("read " + path);
+  return state;
 }
 
 RingUsage RingStore::Usage() const {

@@ -94,6 +94,10 @@ class RingStore {
 
   // The state the writer's observers kept (StateUpdate), key -> value.
   Result<std::map<std::string, std::string>> LoadState();
+  // The same, read from the database at `path` without opening it for writing
+  // (Db::OpenImmutable): for a writer whose store cannot be opened. NotFound
+  // if there is no database.
+  static Result<std::map<std::string, std::string>> ReadState(const std::string& path);
 
   // How max_bytes is shared: the WAL's budget (checkpointed at half of it and
   // truncated to it) and the database's page cap. The writer's connection runs

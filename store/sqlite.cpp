@@ -55,6 +55,29 @@ Result<Db> Db::Open(const std::string& path, bool create, bool read_only, const 
   return db;
 }
 
+Result<Db> Db::OpenImmutable(const std::string& path) {
+  std::string uri = "file:";
+  for (const char c : path) {
+    if (c == '%' || c == '?' || c == '#') {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      const auto u = static_cast<unsigned char>(c);
+      uri += '%';
+      uri += kHex[u >> 4];
+      uri += kHex[u & 15];
+    } else {
+      uri += c;
+    }
+  }
+  uri += "?immutable=1";
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(
+      uri.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nullptr);
+  Db db(raw);
+  if (rc != SQLITE_OK) return SqliteStatus(rc, raw, "open " + path);
+  sqlite3_extended_result_codes(raw, 1);
+  return db;
+}
+
 Status Db::Exec(std::string_view sql) {
   char* err = nullptr;
   const std::string s(sql);

@@ -34,6 +34,10 @@ class Db {
   // named `vfs` (empty: SQLite's default).
   static Result<Db> Open(const std::string& path, bool create, bool read_only = false,
                          const std::string& vfs = {});
+  // Opens the database at `path` to read it as it is on disk, without its WAL
+  // and without creating or locking anything (SQLite's immutable=1): for a
+  // look at a database in a directory the agent may not write.
+  static Result<Db> OpenImmutable(const std::string& path);
 
   sqlite3* get() const { return db_; }
   bool is_open() const { return db_ != nullptr; }

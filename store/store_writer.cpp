@@ -28,8 +28,15 @@ size_t RowsOf(const WriteItem& item) {
 StoreWriter::StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& options,
                          const Clock& clock)
     : store_(std::move(store)), options_(options), clock_(clock), queue_(options.queue_capacity) {
+  counters_.open = true;
   MutexLock lock(&usage_mu_);
   usage_ = store_->Usage();
+}
+
+StoreWriter::StoreWriter(StoreOpener opener, const StoreOptions& options, const Clock& clock)
+    : opener_(std::move(opener)), options_(options), clock_(clock), queue_(options.queue_capacity) {
+  MutexLock lock(&usage_mu_);
+  usage_.max_bytes = options.max_bytes;
 }
 
 StoreWriter::~StoreWriter() { Stop(); }
@@ -65,9 +72,15 @@ RingUsage StoreWriter::usage() const {
 }
 
 void StoreWriter::Run() {
+  if (!store_) {
+    const Status s = OpenStore();
+    if (!s.ok()) Failed(s, steady_clock::now());
+  }
   if (observer_ != nullptr) {
-    Result<std::map<std::string, std::string>> state = store_->LoadState();
-    if (!state.ok()) {
+    // Without a store, its last state is read without writing anything.
+    Result<std::map<std::string, std::string>> state =
+        store_ ? store_->LoadState() : RingStore::ReadState(options_.path);
+    if (!state.ok() && state.status().code() != StatusCode::kNotFound) {
       Log(LogLevel::kError, "store",
           "read the alarm and counter state: " + state.status().ToString() +
               "; alarms and counters start afresh");
@@ -76,9 +89,10 @@ void StoreWriter::Run() {
     next_tick_ = steady_clock::now() + observer_->tick_interval();
   }
   for (;;) {
+    // Without a store, opening it is retried even with nothing to write.
+    const bool work = !pending_.empty() || !store_;
     MonoTime deadline = next_tick_;
-    if (!pending_.empty())
-      deadline = std::min(deadline, counters_.failing ? retry_at_ : group_deadline_);
+    if (work) deadline = std::min(deadline, counters_.failing ? retry_at_ : group_deadline_);
     heartbeat_.Beat(clock_.mono());
     std::optional<StoreItem> item =
         queue_.PopUntil(std::min(deadline, steady_clock::now() + kHeartbeatEvery));
@@ -89,7 +103,7 @@ void StoreWriter::Run() {
     const bool due = counters_.failing
                          ? now >= retry_at_
                          : pending_rows_ >= options_.commit_rows || now >= group_deadline_;
-    if (!pending_.empty() && (due || drained)) TryCommit(drained);
+    if ((!pending_.empty() || !store_) && (due || drained)) TryCommit(drained);
     if (drained) return;
   }
 }
@@ -122,24 +136,35 @@ void StoreWriter::Accept(StoreItem&& item) {
   while (counters_.pending_readings > options_.max_memory_readings) DropOldestReadings();
 }
 
-void StoreWriter::Sequence(ReadingBatch&& batch) {
-  if (batch.readings.empty()) return;
-  auto it = next_seq_.find(batch.device);
+int64_t StoreWriter::TakeSeqs(const std::string& device, int64_t n,
+                              std::vector<WriteItem>& records) {
+  auto it = next_seq_.find(device);
   if (it == next_seq_.end()) {
-    const RingStore::DeviceStart start = store_->StartDevice(batch.device);
+    const RingStore::DeviceStart start = store_->StartDevice(device);
     if (start.lost_below > 1) {
-      LogDevice(LogLevel::kError, "store", batch.device,
+      LogDevice(LogLevel::kError, "store", device,
                 "the store once held this device but its database was lost; readings before seq " +
                     std::to_string(start.lost_below) + " that did not reach the cloud are lost");
-      pending_.emplace_back(NewEvent{
+      records.emplace_back(NewEvent{
           std::string(kStreamEvents), "", clock_.wall_ms(),
-          LossRecord(clock_.wall_ms(), batch.device, 1, start.lost_below - 1, 0, kLossStoreLost)});
-      ++pending_rows_;
+          LossRecord(clock_.wall_ms(), device, 1, start.lost_below - 1, 0, kLossStoreLost)});
     }
-    it = next_seq_.emplace(batch.device, start.next_seq).first;
+    it = next_seq_.emplace(device, start.next_seq).first;
   }
   const int64_t first = it->second;
-  it->second += static_cast<int64_t>(batch.readings.size());
+  it->second += n;
+  return first;
+}
+
+void StoreWriter::Sequence(ReadingBatch&& batch) {
+  if (batch.readings.empty()) return;
+  int64_t first = 0;  // 0: numbered when the store opens
+  if (store_) {
+    std::vector<WriteItem> records;
+    first = TakeSeqs(batch.device, static_cast<int64_t>(batch.readings.size()), records);
+    pending_rows_ += records.size();
+    for (WriteItem& r : records) pending_.push_back(std::move(r));
+  }
   pending_rows_ += batch.readings.size();
   counters_.pending_readings += batch.readings.size();
   pending_.emplace_back(SequencedBatch{std::move(batch.device), first, std::move(batch.readings)});
@@ -158,10 +183,14 @@ void StoreWriter::DropOldestReadings() {
   if (it == pending_.end()) return;
   const SequencedBatch& b = std::get<SequencedBatch>(*it);
   const auto n = static_cast<int64_t>(b.readings.size());
-  Loss& loss = memory_losses_[b.device];
-  if (loss.count == 0) loss.first = b.seq_first;
-  loss.last = b.seq_first + n - 1;
-  loss.count += n;
+  if (b.seq_first == 0) {
+    dropped_unnumbered_[b.device] += n;
+  } else {
+    Loss& loss = memory_losses_[b.device];
+    if (loss.count == 0) loss.first = b.seq_first;
+    loss.last = b.seq_first + n - 1;
+    loss.count += n;
+  }
   counters_.lost_in_memory += static_cast<uint64_t>(n);
   counters_.pending_readings -= static_cast<uint64_t>(n);
   pending_rows_ -= static_cast<size_t>(n);
@@ -169,10 +198,24 @@ void StoreWriter::DropOldestReadings() {
 }
 
 void StoreWriter::TryCommit(bool stopping) {
+  if (!store_) {
+    const Status s = OpenStore();
+    if (!s.ok()) {
+      Failed(s, steady_clock::now());
+      if (stopping) {
+        counters_.lost_at_stop += counters_.pending_readings.load();
+        Log(LogLevel::kError, "store",
+            "stopping without a store: " + std::to_string(counters_.pending_readings.load()) +
+                " readings not saved");
+      }
+      return;
+    }
+  }
   if (observer_ != nullptr) {
+    // The latest value per key: a store that fails for long does not pile up updates.
     std::vector<StateUpdate> state;
     observer_->TakeState(state);
-    for (StateUpdate& u : state) pending_.emplace_back(std::move(u));
+    for (StateUpdate& u : state) unsaved_state_[u.key] = std::move(u.value);
   }
   // Readings dropped in memory are reported as soon as the store can take it;
   // the events go first in the group and come out again if the commit fails
@@ -188,28 +231,14 @@ void StoreWriter::TryCommit(bool stopping) {
     pending_.insert(pending_.begin(), std::make_move_iterator(events.begin()),
                     std::make_move_iterator(events.end()));
   }
+  const size_t state_from = pending_.size();
+  for (const auto& [key, value] : unsaved_state_) pending_.emplace_back(StateUpdate{key, value});
   for (int attempt = 1;; ++attempt) {
     Status s = store_->WriteGroup(pending_);
     if (s.ok()) break;
-    ++counters_.failed_commits;
-    const MonoTime now = steady_clock::now();
-    if (!counters_.failing) {
-      counters_.failing = true;
-      failing_since_ = now;
-      last_failure_log_ = now;
-      Log(LogLevel::kError, "store",
-          s.ToString() + "; readings are kept in memory (up to " +
-              std::to_string(options_.max_memory_readings) + ") and the write is retried");
-    } else if (now - last_failure_log_ >= kFailureLogEvery) {
-      last_failure_log_ = now;
-      Log(LogLevel::kError, "store",
-          "still failing: " + s.ToString() + "; " +
-              std::to_string(counters_.pending_readings.load()) + " readings in memory, " +
-              std::to_string(counters_.lost_in_memory.load()) + " dropped");
-    }
-    backoff_ = backoff_.count() == 0 ? kRetryFirst : std::min(backoff_ * 2, kRetryCap);
-    retry_at_ = now + backoff_;
+    Failed(s, steady_clock::now());
     if (!stopping || attempt >= kAttemptsWhenStopping) {
+      pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(state_from), pending_.end());
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(loss_events));
       if (stopping) {
         counters_.lost_at_stop += counters_.pending_readings.load();
@@ -220,6 +249,7 @@ void StoreWriter::TryCommit(bool stopping) {
       return;
     }
   }
+  unsaved_state_.clear();
 
   size_t readings = 0, acks = 0, events = 0;
   for (const WriteItem& w : pending_) {
@@ -254,6 +284,60 @@ void StoreWriter::TryCommit(bool stopping) {
     usage_ = store_->Usage();
   }
   if ((readings > 0 || events > 0) && on_commit_) on_commit_();
+}
+
+Status StoreWriter::OpenStore() {
+  std::vector<NewEvent> events;
+  Result<std::unique_ptr<RingStore>> opened = opener_(events);
+  if (!opened.ok()) return opened.status();
+  store_ = std::move(opened).value();
+  counters_.open = true;
+  // What waited for the store gets its numbers now, in arrival order; what was
+  // dropped meanwhile was older, so it comes first and is reported lost.
+  std::vector<WriteItem> records;
+  for (NewEvent& e : events) records.emplace_back(std::move(e));
+  for (const auto& [device, n] : dropped_unnumbered_) {
+    const int64_t first = TakeSeqs(device, n, records);
+    memory_losses_[device] = Loss{first, first + n - 1, n};
+  }
+  dropped_unnumbered_.clear();
+  for (WriteItem& w : pending_) {
+    auto* b = std::get_if<SequencedBatch>(&w);
+    if (b == nullptr || b->seq_first != 0) continue;
+    b->seq_first = TakeSeqs(b->device, static_cast<int64_t>(b->readings.size()), records);
+  }
+  pending_rows_ += records.size();
+  pending_.insert(pending_.begin(), std::make_move_iterator(records.begin()),
+                  std::make_move_iterator(records.end()));
+  {
+    MutexLock lock(&usage_mu_);
+    usage_ = store_->Usage();
+  }
+  Log(LogLevel::kInfo, "store",
+      "opened " + options_.path + "; " + std::to_string(counters_.pending_readings.load()) +
+          " readings kept in memory meanwhile go into it now");
+  return Status::Ok();
+}
+
+void StoreWriter::Failed(const Status& s, MonoTime now) {
+  ++counters_.failed_commits;
+  const std::string what = store_ ? "the write is retried" : "opening the store is retried";
+  if (!counters_.failing) {
+    counters_.failing = true;
+    failing_since_ = now;
+    last_failure_log_ = now;
+    Log(LogLevel::kError, "store",
+        s.ToString() + "; polling and alarms go on, readings are kept in memory (up to " +
+            std::to_string(options_.max_memory_readings) + ") and " + what);
+  } else if (now - last_failure_log_ >= kFailureLogEvery) {
+    last_failure_log_ = now;
+    Log(LogLevel::kError, "store",
+        "still failing: " + s.ToString() + "; " +
+            std::to_string(counters_.pending_readings.load()) + " readings in memory, " +
+            std::to_string(counters_.lost_in_memory.load()) + " dropped");
+  }
+  backoff_ = backoff_.count() == 0 ? kRetryFirst : std::min(backoff_ * 2, kRetryCap);
+  retry_at_ = now + backoff_;
 }
 
 }  // namespace tagrelay::store

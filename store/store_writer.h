@@ -17,6 +17,13 @@
 //   same group as the readings they came from.
 // - Stop() commits what was queued before it returns (three attempts if the
 //   disk is failing; what still fails is counted as lost_at_stop).
+// - A writer made with a StoreOpener starts without a store (its data
+//   directory could not be written): it takes readings into memory as above,
+//   runs the observer on them (alarms go on, from the state a read-only look
+//   at the database found), and tries to open the store with the same backoff.
+//   Readings get their sequence numbers once it opens, in arrival order; those
+//   dropped from memory before that get numbers too, and a readings_lost
+//   record for them, so the loss stays a visible range.
 //
 // Threads: the Submit* methods, usage(), counters() and heartbeat() are safe from any
 // thread. The commit listener runs on the writer thread and must not block.
@@ -49,14 +56,23 @@ struct WriterCounters {
   std::atomic<uint64_t> failed_commits{0};
   std::atomic<uint64_t> lost_in_memory{0};    // readings dropped while the disk failed
   std::atomic<uint64_t> lost_at_stop{0};      // readings not saved at stop (disk failing)
-  std::atomic<bool> failing{false};           // the last commit failed
+  std::atomic<bool> failing{false};           // the last commit (or opening the store) failed
+  std::atomic<bool> open{false};              // the store is open
   std::atomic<uint64_t> pending_readings{0};  // taken, not yet committed
 };
+
+// Opens the ring for a writer that started without one; appends to `events`
+// what opening it has to report (a corrupt database moved aside). Called on
+// the writer thread.
+using StoreOpener =
+    std::function<Result<std::unique_ptr<RingStore>>(std::vector<NewEvent>& events)>;
 
 class StoreWriter {
  public:
   StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& options,
               const Clock& clock = RealClock());
+  // Starts without a store; `opener` is tried at start and then with backoff.
+  StoreWriter(StoreOpener opener, const StoreOptions& options, const Clock& clock = RealClock());
   ~StoreWriter();
   StoreWriter(const StoreWriter&) = delete;
   StoreWriter& operator=(const StoreWriter&) = delete;
@@ -99,8 +115,15 @@ class StoreWriter {
   void Sequence(ReadingBatch&& batch);
   void DropOldestReadings();
   void TryCommit(bool stopping);
+  // Where `n` new readings of `device` start; may queue a loss record.
+  int64_t TakeSeqs(const std::string& device, int64_t n, std::vector<WriteItem>& records);
+  // Tries the opener; once open, numbers the readings that waited for it.
+  Status OpenStore();
+  // Counts a failed commit or open, logs it (rate-limited) and sets the retry.
+  void Failed(const Status& s, MonoTime now);
 
-  std::unique_ptr<RingStore> store_;
+  std::unique_ptr<RingStore> store_;  // null until the opener succeeds
+  StoreOpener opener_;
   const StoreOptions options_;
   const Clock& clock_;
   BoundedQueue<StoreItem> queue_;
@@ -116,7 +139,9 @@ class StoreWriter {
   MonoTime next_tick_ = MonoTime::max();
   std::vector<NewEvent> observed_;  // scratch for the observer's records
   std::unordered_map<std::string, int64_t> next_seq_;
-  std::map<std::string, Loss> memory_losses_;  // dropped in memory, to report
+  std::map<std::string, Loss> memory_losses_;          // dropped in memory, to report
+  std::map<std::string, int64_t> dropped_unnumbered_;  // dropped before the store opened
+  std::map<std::string, std::string> unsaved_state_;   // the observer's, not yet committed
   MonoTime retry_at_{};
   std::chrono::milliseconds backoff_{0};
   MonoTime failing_since_{};

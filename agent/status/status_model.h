@@ -45,6 +45,8 @@ struct StoreStatus {
   uint64_t failed_commits = 0;
   uint64_t lost_in_memory = 0;
   bool failing = false;
+  bool open = true;        // false: the store could not be opened, readings wait in memory
+  uint64_t in_memory = 0;  // readings taken and not yet committed
   // The backlog, sampled less often than the counters (it takes a query).
   bool backlog_known = false;
   int64_t backlog_readings = 0;

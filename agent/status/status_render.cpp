@@ -262,6 +262,8 @@ std::string RenderJson(const StatusSnapshot& s) {
   w.Key("failed_commits").Uint(st.failed_commits);
   w.Key("lost_in_memory").Uint(st.lost_in_memory);
   w.Key("failing").Bool(st.failing);
+  w.Key("open").Bool(st.open);
+  w.Key("in_memory").Uint(st.in_memory);
   w.Key("backlog_known").Bool(st.backlog_known);
   w.Key("backlog_readings").Int(st.backlog_readings);
   OptionalInt(w, "oldest_unsent_age_ms", st.oldest_unsent_age_ms);
@@ -326,7 +328,11 @@ std::string RenderText(const StatusSnapshot& s) {
   std::string store = FormatBytes(st.db_bytes + st.wal_bytes) + " of " + FormatBytes(st.max_bytes) +
                       ", " + std::to_string(st.readings) + " readings; " + BacklogLine(st) + "; " +
                       std::to_string(st.evicted) + " evicted unsent";
-  if (st.failing) store += "; WRITES FAILING";
+  if (!st.open) {
+    store = "NOT OPEN (see the log); " + std::to_string(st.in_memory) + " readings kept in memory";
+  } else if (st.failing) {
+    store += "; WRITES FAILING; " + std::to_string(st.in_memory) + " readings kept in memory";
+  }
   out += Table({{"uplink", uplink}, {"store", store}});
   out += "\n";
 
@@ -455,6 +461,10 @@ std::string RenderPrometheus(const StatusSnapshot& s) {
         "Readings dropped from memory while the disk refused writes.", D(st.lost_in_memory));
   m.One("tagrelay_store_failing", "gauge", "1 while the store's last commit failed.",
         st.failing ? 1 : 0);
+  m.One("tagrelay_store_open", "gauge",
+        "0 while the store cannot be opened (readings wait in memory).", st.open ? 1 : 0);
+  m.One("tagrelay_store_in_memory_readings", "gauge", "Readings taken and not yet committed.",
+        D(st.in_memory));
 
   const UplinkStatus& u = s.uplink;
   m.One("tagrelay_uplink_connected", "gauge", "1 while connected to the broker.",
@@ -528,7 +538,10 @@ std::string RenderHtml(const StatusSnapshot& s) {
   h += Kv("oldest unsent", Html(FormatAge(st.oldest_unsent_age_ms)), "oldest-unsent");
   h += Kv("unsent events", st.backlog_known ? std::to_string(st.backlog_events) : "-");
   h += Kv("evicted unsent", std::to_string(st.evicted), "evicted");
-  h += Kv("writes", st.failing ? Pill("bad", "failing") : Pill("ok", "ok"));
+  h += Kv("writes", !st.open     ? Pill("bad", "not open")
+                    : st.failing ? Pill("bad", "failing")
+                                 : Pill("ok", "ok"));
+  if (!st.open || st.failing) h += Kv("kept in memory", std::to_string(st.in_memory));
   h += "</div></section>\n";
 
   h += "<section id=\"devices\"><h2>Devices (" + std::to_string(s.DevicesOk()) + " of " +

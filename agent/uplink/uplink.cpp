@@ -72,6 +72,20 @@ Uplink::Uplink(UplinkOptions options, std::unique_ptr<MqttClient> client,
       reader_(std::move(reader)),
       ack_sink_(std::move(ack_sink)),
       clock_(clock) {
+  Init();
+}
+
+Uplink::Uplink(UplinkOptions options, std::unique_ptr<MqttClient> client, std::string store_path,
+               AckSink ack_sink, const Clock& clock)
+    : options_(std::move(options)),
+      client_(std::move(client)),
+      store_path_(std::move(store_path)),
+      ack_sink_(std::move(ack_sink)),
+      clock_(clock) {
+  Init();
+}
+
+void Uplink::Init() {
   MqttCallbacks cb;
   cb.on_connect = [this](int reason, std::string_view text) {
     events_.push_back(Event{Event::kConnected, reason, 0, std::string(text)});
@@ -452,8 +466,19 @@ void Uplink::EndSession(const std::string& why, bool penalize) {
   }
 }
 
+bool Uplink::ReaderOpen() {
+  if (reader_) return true;
+  // The writer has not opened the store yet; its first commit notifies us.
+  Result<store::OutboxReader> r = store::OutboxReader::Open(store_path_);
+  if (!r.ok()) return false;
+  reader_.emplace(std::move(r).value());
+  Log(LogLevel::kInfo, "uplink", "reading the store " + store_path_);
+  return true;
+}
+
 bool Uplink::RefreshDevices(bool session_start) {
-  Result<std::vector<store::DeviceBacklog>> all = reader_.Devices();
+  if (!ReaderOpen()) return false;
+  Result<std::vector<store::DeviceBacklog>> all = reader_->Devices();
   if (!all.ok()) {
     Log(LogLevel::kError, "uplink", "read store: " + all.status().ToString());
     return false;
@@ -478,7 +503,8 @@ bool Uplink::RefreshDevices(bool session_start) {
 }
 
 bool Uplink::RefreshStreams(bool session_start) {
-  Result<std::vector<store::StreamBacklog>> all = reader_.Streams();
+  if (!ReaderOpen()) return false;
+  Result<std::vector<store::StreamBacklog>> all = reader_->Streams();
   if (!all.ok()) {
     Log(LogLevel::kError, "uplink", "read store streams: " + all.status().ToString());
     return false;
@@ -542,8 +568,8 @@ void Uplink::SendStreams() {
 size_t Uplink::PublishRecords(const std::string& device, Stream stream, int64_t from, int64_t to,
                               bool historical, int refusals) {
   std::vector<store::StoredEvent> rows;
-  Status s = reader_.FetchEvents(std::string(StreamName(stream)), device, from, to,
-                                 options_.batch_max_readings, rows);
+  Status s = reader_->FetchEvents(std::string(StreamName(stream)), device, from, to,
+                                  options_.batch_max_readings, rows);
   if (!s.ok()) {
     Log(LogLevel::kError, "uplink", "read store events: " + s.ToString());
     return 0;
@@ -569,12 +595,12 @@ Status Uplink::Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t lim
     store::BadChunk bad;
     Status s;
     if (holds_ == nullptr) {
-      s = reader_.FetchUndelivered(d.id, from, to, limit, out, &bad);
+      s = reader_->FetchUndelivered(d.id, from, to, limit, out, &bad);
     } else {
       // No eviction between reading the rows and holding them.
       store::DeliveryHolds::Exclusion exclusion(*holds_);
       const size_t before = out.size();
-      s = reader_.FetchUndelivered(d.id, from, to, limit, out, &bad);
+      s = reader_->FetchUndelivered(d.id, from, to, limit, out, &bad);
       for (size_t i = before; i < out.size();) {
         size_t j = i + 1;
         while (j < out.size() && out[j].seq == out[j - 1].seq + 1) ++j;

@@ -44,6 +44,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -118,6 +119,11 @@ using AckSink = std::function<void(store::StoreItem&&)>;
 class Uplink {
  public:
   Uplink(UplinkOptions options, std::unique_ptr<MqttClient> client, store::OutboxReader reader,
+         AckSink ack_sink, const Clock& clock);
+  // Opens its reader of the store at `store_path` once the database exists
+  // (the store writer may open it only later: its directory could not be
+  // written); until then it sends nothing but the gateway's status and births.
+  Uplink(UplinkOptions options, std::unique_ptr<MqttClient> client, std::string store_path,
          AckSink ack_sink, const Clock& clock);
   ~Uplink();
   Uplink(const Uplink&) = delete;
@@ -199,6 +205,9 @@ class Uplink {
     std::string text;
   };
 
+  void Init();
+  // Opens the store reader if it is not open yet; false if it cannot be now.
+  bool ReaderOpen();
   void Run();
   void Step();
   void StartConnect();
@@ -249,7 +258,8 @@ class Uplink {
 
   const UplinkOptions options_;
   std::unique_ptr<MqttClient> client_;
-  store::OutboxReader reader_;
+  std::optional<store::OutboxReader> reader_;  // empty until the store's database exists
+  const std::string store_path_;
   store::DeliveryHolds* holds_ = nullptr;
   AckSink ack_sink_;
   const Clock& clock_;

@@ -9,9 +9,10 @@ polled every 50 ms):
   numbers go on from where they were;
 - a garbage WAL at start: ignored; everything committed before is delivered;
 - a data directory the agent may not write (the agent run as nobody): a
-  clear error naming the file and exit code 2, never a crash; once the
-  directory is the agent's, it starts. A data directory that turns read-only
-  while the agent runs changes nothing for the files it has open.
+  clear error naming the file, polling and alarms go on with the readings in
+  memory; once the directory is the agent's, the store opens and everything
+  is delivered. A data directory that turns read-only while the agent runs
+  changes nothing for the files it has open.
 I/O errors of single writes and syncs are injected below SQLite in
 tests/unit/store_test.cpp and tests/unit/writer_test.cpp (fault VFS).
 
@@ -229,29 +230,56 @@ class DiskFaultTest(unittest.TestCase):
         os.makedirs(self.data, mode=0o755)  # root's
         as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
                      "--clear-groups", "--"]
-        agent = self.make_agent(prefix=as_nobody)
-        agent.start()
-        rc = agent.proc.wait(30)
-        agent.proc = None
-        self.assertEqual(rc, 2, "a runtime failure, not a crash")
-        self.assertIn(f"cannot start: IOError: open store {self.db}: ", agent.log_text())
-        self.assertIn("unable to open database file", agent.log_text())
-        self.assertEqual(os.listdir(self.data), [])
-
-        # The directory is the agent's: it starts. Then it turns read-only under it.
-        os.chown(self.data, nobody.pw_uid, nobody.pw_gid)
+        # The simulator's counter rises by one per poll of any device (100/s).
+        agent = self.make_agent(prefix=as_nobody, extra=ALARM.replace("3000", "600"))
         agent.start()
         agent.wait_running()
-        harness.wait_for(lambda: len(self.receiver.seqs("dev-1")) >= 20, 20, what="readings")
+        harness.wait_for(lambda: not agent.status()["store"]["open"], 10,
+                         what="the status saying the store is not open")
+        log = agent.log_text()
+        self.assertIn(f"open store {self.db}: ", log)
+        self.assertIn("unable to open database file", log)
+        self.assertIn("polling and alarms go on", log)
+        self.assertEqual(os.listdir(self.data), [])
+        # Polling and alarms go on; the readings wait in memory.
+        polls = self.polls()
+        harness.wait_for(lambda: self.polls() >= polls + 200, 20, what="polls without a store")
+        harness.wait_for(lambda: agent.status()["alarms"], 30, interval=0.5,
+                         what="the alarm raised without a store")
+        status = agent.status()
+        self.assertFalse(status["store"]["open"])
+        self.assertGreater(status["store"]["in_memory"], 0)
+        self.assertEqual(status["store"]["lost_in_memory"], 0)
+        self.assertEqual(self.receiver.seqs("dev-1"), [])
+        self.assertIsNone(agent.proc.poll())
+        text = subprocess.run([AGENT, "status", "--socket", agent.status_socket],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+        self.assertIn("NOT OPEN", text)
+
+        # The directory is made the agent's: the store opens, what waited in memory is
+        # written and delivered, the alarm too.
+        held = status["store"]["in_memory"]
+        os.chown(self.data, nobody.pw_uid, nobody.pw_gid)
+        harness.wait_for(lambda: agent.status()["store"]["open"], 20, what="the store opening")
+        self.assertRegex(agent.log_text(), r"opened .*tagrelay.db; \d+ readings kept in memory")
+        self.drain()
+        harness.wait_for(lambda: self.alarm_events("counter-high", "raised"), 20,
+                         what="the alarm raised without a store at the receiver")
+        self.assertGreaterEqual(min(self.receiver.seqs("dev-1")), 1)
+
+        # Then it turns read-only under the agent: the files it has open go on.
         os.chmod(self.data, 0o555)
         committed = agent.status()["store"]["rows_committed"]
         harness.wait_for(lambda: agent.status()["store"]["rows_committed"] >= committed + 500, 20,
                          what="commits in a read-only directory")
         self.assertFalse(agent.status()["store"]["failing"])
         os.chmod(self.data, 0o755)
-        self.drain()
+        total = self.drain()
         self.stop_agent()
         self.assertEqual(faults.losses(self.receiver, self.db), {})
+        self.assertEqual(self.receiver.errors, [])
+        report(f"data directory not writable: polled on, alarm raised, {held} readings held in "
+               f"memory; once writable, {total} readings in all, none lost")
 
 
 if __name__ == "__main__":

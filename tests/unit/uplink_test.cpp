@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -186,6 +187,37 @@ TEST_F(UplinkTest, RowsAreReportedDeliveredOnlyOnPuback) {
   EXPECT_EQ(acks_[0].seq_first, 1);
   EXPECT_EQ(acks_[0].seq_last, 10);
   EXPECT_EQ(uplink_->counters().readings_acked.load(), 10u);
+}
+
+TEST_F(UplinkTest, AStoreThatOpensOnlyLaterIsReadFromThen) {
+  const std::string later = dir_.File("later/tagrelay.db");
+  auto client = std::make_unique<FakeMqttClient>();
+  mqtt_ = client.get();
+  uplink_ = std::make_unique<Uplink>(
+      options_, std::move(client), later, [](store::StoreItem&&) {}, clock_);
+  Connect();
+  Turn(3);
+  EXPECT_FALSE(On("/gw/status").empty()) << "the gateway is announced all the same";
+  EXPECT_TRUE(mqtt_->Telemetry().empty());
+
+  // The writer opens (creates) the store and commits what it kept meanwhile.
+  std::filesystem::create_directory(dir_.File("later"));
+  store::StoreOptions o;
+  o.path = later;
+  auto ring = store::RingStore::Open(o);
+  ASSERT_TRUE(ring.ok()) << ring.status().ToString();
+  ReadingBatch b{"d", {}};
+  for (int i = 0; i < 3; ++i)
+    b.readings.push_back(Reading::Good("t", clock_.wall_ms(), int64_t{i}));
+  ASSERT_TRUE(store::Sequencer(**ring).Write({b}).ok());
+  uplink_->NotifyNewData();
+  Turn();
+  clock_.Advance(milliseconds(1000));  // the live batch's linger
+  Turn(2);
+  auto sent = mqtt_->Telemetry();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(IntField(sent[0].payload, "seq_first"), 1);
+  EXPECT_EQ(IntField(sent[0].payload, "seq_last"), 3);
 }
 
 TEST_F(UplinkTest, ARefusedBatchStaysAndIsSentAgainAfterABackoff) {

@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <set>
+#include <string>
 #include <thread>
 
 #include "fakes/fault_vfs.h"
@@ -167,6 +170,140 @@ TEST_F(WriterTest, ALostDatabaseIsReportedAndNumbersGoOn) {
             "store_lost");
   EXPECT_EQ(SqlInt(options_.path, "SELECT json_extract(body, '$.seq_last') FROM events"),
             *seqs.begin() - 1);
+}
+
+// Counts the readings it sees and keeps that count as its state.
+class CountingObserver : public WriterObserver {
+ public:
+  void Restore(const std::map<std::string, std::string>& state) override {
+    auto it = state.find("count");
+    seen_ = it == state.end() ? 0 : std::stoll(it->second);
+    restored_ = true;
+  }
+  void OnReadings(const SequencedBatch& batch, std::vector<NewEvent>&) override {
+    seen_ += static_cast<int64_t>(batch.readings.size());
+    dirty_ = true;
+  }
+  void OnTick(std::vector<NewEvent>&) override {}
+  void TakeState(std::vector<StateUpdate>& out) override {
+    if (dirty_) out.push_back({"count", std::to_string(seen_.load())});
+    dirty_ = false;
+  }
+  std::atomic<int64_t> seen_{0};
+  std::atomic<bool> restored_{false};
+
+ private:
+  bool dirty_ = false;
+};
+
+class UnopenedWriterTest : public WriterTest {
+ protected:
+  // A writer whose store opens only once allow_ is set.
+  std::unique_ptr<StoreWriter> StartUnopened(WriterObserver* observer = nullptr) {
+    StoreOptions options = options_;
+    auto w = std::make_unique<StoreWriter>(
+        [this, options](std::vector<NewEvent>&) -> Result<std::unique_ptr<RingStore>> {
+          ++attempts_;
+          if (!allow_) return Status::IOError("open store: unable to open database file");
+          return RingStore::Open(options);
+        },
+        options_);
+    if (observer != nullptr) w->SetObserver(observer);
+    w->Start();
+    return w;
+  }
+  std::atomic<bool> allow_{false};
+  std::atomic<int> attempts_{0};
+};
+
+TEST_F(UnopenedWriterTest, ReadingsWaitInMemoryAndAreNumberedWhenTheStoreOpens) {
+  {
+    auto w = Start();
+    Submit(*w, Batch("d", 5));
+    w->Stop();
+  }
+  {  // the state an earlier run kept
+    auto ring = RingStore::Open(options_);
+    ASSERT_TRUE(ring.ok());
+    ASSERT_TRUE((*ring)->WriteGroup({StateUpdate{"count", "5"}}).ok());
+  }
+  CountingObserver observer;
+  auto w = StartUnopened(&observer);
+  WaitFor([&] { return w->counters().failing.load(); }, "the failure to open");
+  EXPECT_FALSE(w->counters().open.load());
+  for (int i = 0; i < 3; ++i) Submit(*w, Batch("d", 10));
+  Submit(*w, Batch("e", 4));
+  WaitFor([&] { return w->counters().pending_readings == 34; }, "readings held in memory");
+  EXPECT_EQ(observer.seen_.load(), 5 + 34) << "the rules go on, from the state on disk";
+  EXPECT_EQ(w->counters().rows_committed.load(), 0u);
+  const int tried = attempts_;
+  WaitFor([&] { return attempts_ > tried + 1; }, "another attempt to open");
+
+  allow_ = true;
+  WaitFor([&] { return w->counters().open && w->counters().pending_readings == 0; }, "the open");
+  EXPECT_FALSE(w->counters().failing.load());
+  Submit(*w, Batch("d", 2));
+  w->Stop();
+  EXPECT_EQ(Seqs("d"), Range(1, 37)) << "numbered on from the earlier 5, in arrival order";
+  EXPECT_EQ(Seqs("e"), Range(1, 4));
+  EXPECT_EQ(w->counters().lost_in_memory.load(), 0u);
+  EXPECT_EQ(SqlText(options_.path, "SELECT value FROM state WHERE key = 'count'"), "41");
+  EXPECT_EQ(SqlInt(options_.path, "SELECT count(*) FROM events"), 0);
+}
+
+TEST_F(UnopenedWriterTest, ReadingsDroppedBeforeTheStoreOpensAreAReportedRange) {
+  options_.max_memory_readings = 50;
+  auto w = StartUnopened();
+  for (int i = 0; i < 20; ++i) Submit(*w, Batch("d", 10));
+  WaitFor([&] { return w->queued() == 0 && w->counters().lost_in_memory == 150; }, "drops");
+  allow_ = true;
+  WaitFor([&] { return w->counters().open && w->counters().pending_readings == 0; }, "the open");
+  w->Stop();
+  EXPECT_EQ(Seqs("d"), Range(151, 200)) << "the dropped readings have their numbers too";
+  EXPECT_EQ(SqlText(options_.path,
+                    "SELECT json_remove(body, '$.ts') FROM events WHERE stream = 'events'"),
+            R"({"kind":"readings_lost","device":"d","seq_first":1,"seq_last":150,"count":150,)"
+            R"("reason":"memory_full"})");
+}
+
+TEST_F(WriterTest, TheKeptStateIsReadWithoutWritingAnything) {
+  EXPECT_EQ(RingStore::ReadState(options_.path).status().code(), StatusCode::kNotFound);
+  {
+    auto ring = RingStore::Open(options_);
+    ASSERT_TRUE(ring.ok());
+    ASSERT_TRUE((*ring)->WriteGroup({StateUpdate{"a", "1"}, StateUpdate{"b", "two"}}).ok());
+  }
+  auto listing = [&] {
+    std::set<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
+      names.insert(e.path().filename().string());
+    }
+    return names;
+  };
+  const std::set<std::string> before = listing();
+  Result<std::map<std::string, std::string>> state = RingStore::ReadState(options_.path);
+  ASSERT_TRUE(state.ok()) << state.status().ToString();
+  EXPECT_EQ(*state, (std::map<std::string, std::string>{{"a", "1"}, {"b", "two"}}));
+  EXPECT_EQ(listing(), before) << "no WAL, no shared memory file, nothing created";
+}
+
+TEST_F(UnopenedWriterTest, StoppingWithoutAStoreCountsWhatItCouldNotSave) {
+  auto w = StartUnopened();
+  Submit(*w, Batch("d", 7));
+  WaitFor([&] { return w->counters().pending_readings == 7; }, "readings held in memory");
+  w->Stop();
+  EXPECT_EQ(w->counters().lost_at_stop.load(), 7u);
+  EXPECT_FALSE(std::filesystem::exists(options_.path));
+}
+
+TEST_F(UnopenedWriterTest, AStoreThatOpensAtOnceIsUsedAtOnce) {
+  allow_ = true;
+  auto w = StartUnopened();
+  Submit(*w, Batch("d", 3));
+  w->Stop();
+  EXPECT_EQ(attempts_.load(), 1);
+  EXPECT_EQ(w->counters().failed_commits.load(), 0u);
+  EXPECT_EQ(Seqs("d"), Range(1, 3));
 }
 
 }  // namespace
