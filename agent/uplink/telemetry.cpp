@@ -1,8 +1,12 @@
 #include "agent/uplink/telemetry.h"
 
+#include <charconv>
+#include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "agent/core/json_writer.h"
+#include "store/chunk_codec.h"
 
 namespace tagrelay::uplink {
 
@@ -111,7 +115,98 @@ size_t EncodeBatch(std::string_view schema, std::string_view array_key, const Ba
   return n;
 }
 
+// One reading of a stored chunk, as WriteItem() writes the StoredReading
+// the chunk decodes to.
+void AppendChunkItem(std::string* out, const std::string& tag, const store::ChunkItem& r) {
+  out->append("{\"tag\":");
+  AppendJsonString(out, tag);
+  char buf[96];
+  char* p = buf;
+  auto put = [&p](std::string_view s) {
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  };
+  put(",\"ts\":");
+  p = std::to_chars(p, buf + sizeof buf, r.ts_ms).ptr;
+  using Kind = store::ChunkItem::Kind;
+  if (r.kind != Kind::kNone) put(",\"v\":");
+  switch (r.kind) {
+    case Kind::kNone: break;
+    case Kind::kFalse: put("false"); break;
+    case Kind::kTrue: put("true"); break;
+    case Kind::kInt: p = std::to_chars(p, buf + sizeof buf, r.i).ptr; break;
+    case Kind::kUint: p = std::to_chars(p, buf + sizeof buf, r.u).ptr; break;
+    case Kind::kDouble:
+      if (std::isfinite(r.d)) {
+        char num[32];
+        char* end = FormatDouble(r.d, num);
+        put(std::string_view(num, static_cast<size_t>(end - num)));
+      } else {
+        put("null");
+      }
+      break;
+    case Kind::kText:
+      out->append(buf, p);
+      p = buf;
+      AppendJsonString(out, r.text);
+      break;
+  }
+  put(",\"q\":\"");
+  put(QualityName(r.quality));
+  *p++ = '"';
+  if (r.quality != Quality::kGood && !r.error.empty()) {
+    put(",\"err\":");
+    out->append(buf, p);
+    p = buf;
+    AppendJsonString(out, r.error);
+  }
+  *p++ = '}';
+  out->append(buf, p);
+}
+
 }  // namespace
+
+size_t EncodeTelemetryChunks(const BatchHeader& h, std::span<const store::StoredChunk> chunks,
+                             const store::TagNames& names, size_t max_bytes, std::string* out) {
+  // The header up to seq_first, as EncodeBatch() writes it.
+  std::string head;
+  JsonWriter w(&head);
+  w.BeginObject();
+  w.Key("schema").String(kTelemetrySchema);
+  w.Key("gateway").String(h.gateway);
+  if (!h.device.empty()) w.Key("device").String(h.device);
+  w.Key("seq_first").Int(chunks.front().seq_first);
+  const size_t tail = std::string_view(",\"seq_last\":").size() +
+                      std::string_view(",\"historical\":").size() + (h.historical ? 4 : 5) +
+                      std::string_view(",\"readings\":[]}").size();
+  // The readings go first into *out; the header is put before them at the end.
+  out->clear();
+  size_t n = 0;
+  for (const store::StoredChunk& c : chunks) {
+    const size_t before = out->size();
+    store::ChunkCursor in(c.data, c.count);
+    store::ChunkItem item;
+    static const std::string kUnknown;  // not reached: the reader knows every tag it hands out
+    while (in.Next(&item)) {
+      if (!out->empty()) *out += ',';
+      const std::string* tag = names.Find(item.tag_id);
+      AppendChunkItem(out, tag != nullptr ? *tag : kUnknown, item);
+    }
+    const size_t total = head.size() + tail + std::to_string(c.seq_last()).size() + out->size();
+    if (n > 0 && total > max_bytes) {
+      out->resize(before);
+      break;
+    }
+    ++n;
+  }
+  w.Key("seq_last").Int(chunks[n - 1].seq_last());
+  w.Key("historical").Bool(h.historical);
+  w.Key("readings");
+  head += '[';
+  out->insert(0, head);
+  *out += "]}";
+  return n;
+}
 
 size_t EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredReading> readings,
                        size_t max_bytes, std::string* out) {

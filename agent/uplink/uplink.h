@@ -155,10 +155,11 @@ class Uplink {
   struct DeviceOutbox {
     int64_t id = 0;
     std::string name;
-    int64_t live_from = 1;                      // rows below this seq are backlog (historical)
-    int64_t hist_next = 1;                      // next backlog seq to send
-    int64_t live_next = 1;                      // next live seq to fetch
-    std::vector<store::StoredReading> pending;  // live rows waiting for their batch to close
+    int64_t live_from = 1;                    // rows below this seq are backlog (historical)
+    int64_t hist_next = 1;                    // next backlog seq to send
+    int64_t live_next = 1;                    // next live seq to fetch
+    std::vector<store::StoredChunk> pending;  // live rows waiting for their batch to close
+    size_t pending_readings = 0;              // in `pending`
     MonoTime pending_since{};
     bool maybe_more = true;  // the store may hold live rows at or past live_next
   };
@@ -224,18 +225,18 @@ class Uplink {
   void SendRetries(MonoTime now);
   void SendLive(DeviceOutbox& d, MonoTime now);
   void SendHistorical(DeviceOutbox& d, MonoTime now);
-  // Publishes the leading run of consecutive seqs of `rows` that fits a batch;
-  // returns how many rows it took (0: nothing was sent).
-  size_t PublishRun(DeviceOutbox& d, std::span<const store::StoredReading> rows, bool historical,
+  // Publishes the leading run of consecutive chunks of `chunks` that fits a
+  // batch; returns how many chunks it took (0: nothing was sent).
+  size_t PublishRun(DeviceOutbox& d, std::span<const store::StoredChunk> chunks, bool historical,
                     int refusals);
   size_t PublishRecords(const std::string& device, Stream stream, int64_t from, int64_t to,
                         bool historical, int refusals);
   // Fetches a device's undelivered readings (and holds them in the store); a
   // chunk that does not decode is discarded and the fetch goes on after it.
   Status Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t limit,
-               std::vector<store::StoredReading>& out);
+               std::vector<store::StoredChunk>& out);
   // Lets go of readings taken out of the store that are neither pending nor in flight.
-  void Release(const std::string& device, std::span<const store::StoredReading> rows);
+  void Release(const std::string& device, std::span<const store::StoredChunk> chunks);
   // Lets go of everything the session holds but has not had acked.
   void ReleaseSession();
   // Signs (if the device has a key) and publishes one batch; false if it was not sent.
@@ -277,6 +278,9 @@ class Uplink {
   int status_mid_ = -1;
   double backlog_tokens_ = 0;  // bytes the backlog may still send; negative: in debt
   MonoTime backlog_tokens_at_{};
+
+  std::vector<store::StoredChunk> rows_;  // the backlog's and retries' fetches, reused
+  std::string payload_;                   // the batch being published, reused
 
   std::atomic<bool> new_data_{true};
   std::atomic<bool> reload_keys_{false};
