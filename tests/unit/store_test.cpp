@@ -9,6 +9,7 @@
 #include "fakes/sequencing.h"
 #include "fakes/sqlite_peek.h"
 #include "fakes/temp_dir.h"
+#include "store/chunk_codec.h"
 #include "store/delivery_holds.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
@@ -174,6 +175,57 @@ TEST_F(StoreTest, FetchReturnsWholeChunksInSequenceOrder) {
   ASSERT_EQ(rows.size(), 5u) << "at least one chunk, even past the limit";
   EXPECT_EQ(rows.back().seq, 20);
   EXPECT_TRUE(Fetch(reader, id, 2, 5).empty()) << "no chunk starts in 2..5";
+}
+
+// The uplink's fetch: the same chunks, limits and bad chunks as
+// FetchUndelivered, kept as stored, with every tag id they use named.
+TEST_F(StoreTest, FetchChunksHandsOutTheStoredChunksWithTheirTagNames) {
+  auto store = OpenStore();
+  ASSERT_TRUE(
+      Sequencer(*store).Write({Batch("a", 5), Batch("a", 5), Batch("a", 5), Batch("a", 5)}).ok());
+  OutboxReader reader = OpenReader();
+  const int64_t id = Backlog(reader, "a").id;
+  std::vector<StoredChunk> chunks;
+  ASSERT_TRUE(reader.FetchChunks(id, 6, 16, 7, chunks).ok());
+  ASSERT_EQ(chunks.size(), 2u) << "the limit is reached inside the second chunk, which comes whole";
+  EXPECT_EQ(chunks[0].seq_first, 6);
+  EXPECT_EQ(chunks[1].seq_last(), 15);
+  const std::vector<StoredReading> rows = Fetch(reader, id, 6, 16, 7);
+  size_t k = 0;
+  for (const StoredChunk& c : chunks) {
+    std::vector<ChunkReading> decoded;
+    ASSERT_TRUE(DecodeChunk(c.data, c.count, decoded).ok());
+    for (const ChunkReading& r : decoded) {
+      ASSERT_LT(k, rows.size());
+      const std::string* tag = reader.tag_names().Find(r.tag_id);
+      ASSERT_NE(tag, nullptr);
+      EXPECT_EQ(*tag, rows[k].tag);
+      EXPECT_EQ(r.value, rows[k].value);
+      EXPECT_EQ(r.ts_ms, rows[k].ts_ms);
+      ++k;
+    }
+  }
+  EXPECT_EQ(k, rows.size());
+  chunks.clear();
+  ASSERT_TRUE(reader.FetchChunks(id, 16, 16, 1, chunks).ok());
+  ASSERT_EQ(chunks.size(), 1u) << "at least one chunk, even past the limit";
+
+  // A chunk that does not decode: described when it comes first, else the
+  // fetch ends before it.
+  Result<Db> db = Db::Open(Options().path, /*create=*/false);
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE(db->Exec("UPDATE chunks SET data = x'01' WHERE seq_first = 11").ok());
+  chunks.clear();
+  ASSERT_TRUE(reader.FetchChunks(id, 1, 20, 100, chunks).ok());
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks.back().seq_last(), 10);
+  chunks.clear();
+  BadChunk bad;
+  Status s = reader.FetchChunks(id, 11, 20, 100, chunks, &bad);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+  EXPECT_TRUE(chunks.empty());
+  EXPECT_EQ(bad.seq_first, 11);
+  EXPECT_EQ(bad.count, 5);
 }
 
 TEST_F(StoreTest, APollLargerThanAChunkIsSplit) {
