@@ -323,6 +323,13 @@ void Uplink::HandleEvents() {
   // Handlers may Disconnect(), which can add events; take the list first.
   std::vector<Event> events;
   events.swap(events_);
+  struct FlushAcks {
+    Uplink* self;
+    ~FlushAcks() {
+      for (store::DeliveryAck& a : self->acks_) self->ack_sink_(std::move(a));
+      self->acks_.clear();
+    }
+  } flush{this};
   for (Event& e : events) {
     switch (e.kind) {
       case Event::kConnected:
@@ -363,7 +370,13 @@ void Uplink::HandleAck(const Event& e) {
   if (e.code < kMqttReasonFailure) {
     if (b.stream == Stream::kTelemetry) {
       counters_.readings_acked += n;
-      ack_sink_(store::DeliveryAck{b.device, b.first, b.last});
+      // Acks of one read that continue each other go to the store as one.
+      if (!acks_.empty() && acks_.back().device == b.device &&
+          acks_.back().seq_last + 1 == b.first) {
+        acks_.back().seq_last = b.last;
+      } else {
+        acks_.push_back(store::DeliveryAck{b.device, b.first, b.last});
+      }
     } else {
       counters_.records_acked += n;
       ack_sink_(store::EventAck{std::string(StreamName(b.stream)), b.device, b.first, b.last});

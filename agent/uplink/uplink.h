@@ -279,6 +279,7 @@ class Uplink {
   double backlog_tokens_ = 0;  // bytes the backlog may still send; negative: in debt
   MonoTime backlog_tokens_at_{};
 
+  std::vector<store::DeliveryAck> acks_;  // of the events being handled, for the ack sink
   std::vector<store::StoredChunk> rows_;  // the backlog's and retries' fetches, reused
   std::string payload_;                   // the batch being published, reused
 
