@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <type_traits>
 
@@ -166,22 +167,38 @@ bool ChunkCursor::Next(ChunkItem* r) {
     if (status_.ok() && pos_ != d_.size()) return Fail("trailing bytes");
     return false;
   }
-  Reader in(d_, pos_);
-  // Failing at the position the reader reached, as DecodeChunk always has.
-  auto bad = [&](const char* what) {
+  // The common readings (one-byte tag id and time delta, a double) take the
+  // short paths; anything else goes through Reader. A failure is reported at
+  // the byte the reader reached, as DecodeChunk always has.
+  const auto* const data = reinterpret_cast<const uint8_t*>(d_.data());
+  const size_t size = d_.size();
+  size_t pos = pos_;
+  auto bad = [&](const Reader& in, const char* what) {
     pos_ = in.pos();
     return Fail(what);
   };
-  uint64_t tag;
-  int64_t delta;
-  uint8_t kind;
-  if (!in.Varint(&tag) || tag == 0 || tag > static_cast<uint64_t>(INT64_MAX))
-    return bad("bad tag id");
-  if (!in.Signed(&delta) || !in.Byte(&kind)) return bad("truncated reading");
-  if (__builtin_add_overflow(ts_, delta, &ts_)) return bad("timestamp out of range");
+  auto varint = [&](uint64_t* v, const char* what) {
+    if (pos < size && data[pos] < 0x80) {
+      *v = data[pos++];
+      return true;
+    }
+    Reader in(d_, pos);
+    if (!in.Varint(v)) return bad(in, what);
+    pos = in.pos();
+    return true;
+  };
+  uint64_t tag, delta;
+  if (!varint(&tag, "bad tag id")) return false;
+  if (tag == 0 || tag > static_cast<uint64_t>(INT64_MAX)) return bad(Reader(d_, pos), "bad tag id");
+  if (!varint(&delta, "truncated reading")) return false;
+  if (pos >= size) return bad(Reader(d_, pos), "truncated reading");
+  const uint8_t kind = data[pos++];
+  if (__builtin_add_overflow(ts_, Unzigzag(delta), &ts_)) {
+    return bad(Reader(d_, pos), "timestamp out of range");
+  }
   const uint8_t quality = (kind >> 3) & 0x3;
   if (quality > static_cast<uint8_t>(Quality::kUncertain) || (kind & 0x60) != 0) {
-    return bad("bad kind");
+    return bad(Reader(d_, pos), "bad kind");
   }
   r->tag_id = static_cast<int64_t>(tag);
   r->ts_ms = ts_;
@@ -190,32 +207,46 @@ bool ChunkCursor::Next(ChunkItem* r) {
     case kNone: r->kind = ChunkItem::Kind::kNone; break;
     case kFalse: r->kind = ChunkItem::Kind::kFalse; break;
     case kTrue: r->kind = ChunkItem::Kind::kTrue; break;
-    case kInt:
-      if (!in.Signed(&r->i)) return bad("truncated value");
+    case kInt: {
+      uint64_t u;
+      if (!varint(&u, "truncated value")) return false;
+      r->i = Unzigzag(u);
       r->kind = ChunkItem::Kind::kInt;
       break;
+    }
     case kUint:
-      if (!in.Varint(&r->u)) return bad("truncated value");
+      if (!varint(&r->u, "truncated value")) return false;
       r->kind = ChunkItem::Kind::kUint;
       break;
     case kDouble: {
-      std::string_view b;
-      if (!in.Bytes(8, &b)) return bad("truncated value");
+      if (size - pos < 8) return bad(Reader(d_, pos), "truncated value");
       uint64_t bits = 0;
-      for (int k = 0; k < 8; ++k) bits |= uint64_t{static_cast<uint8_t>(b[k])} << (8 * k);
+      if constexpr (std::endian::native == std::endian::little) {
+        std::memcpy(&bits, data + pos, 8);
+      } else {
+        for (int k = 0; k < 8; ++k) bits |= uint64_t{data[pos + k]} << (8 * k);
+      }
+      pos += 8;
       r->d = std::bit_cast<double>(bits);
       r->kind = ChunkItem::Kind::kDouble;
       break;
     }
-    case kText:
-      if (!in.Text(&r->text)) return bad("truncated text");
+    case kText: {
+      Reader in(d_, pos);
+      if (!in.Text(&r->text)) return bad(in, "truncated text");
+      pos = in.pos();
       r->kind = ChunkItem::Kind::kText;
       break;
-    default: return bad("bad value type");
+    }
+    default: return bad(Reader(d_, pos), "bad value type");
   }
   r->error = {};
-  if ((kind & kErrorBit) != 0 && !in.Text(&r->error)) return bad("truncated error");
-  pos_ = in.pos();
+  if ((kind & kErrorBit) != 0) {
+    Reader in(d_, pos);
+    if (!in.Text(&r->error)) return bad(in, "truncated error");
+    pos = in.pos();
+  }
+  pos_ = pos;
   --left_;
   return true;
 }

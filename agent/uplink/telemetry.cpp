@@ -125,17 +125,29 @@ class ChunkItemWriter {
  public:
   explicit ChunkItemWriter(const store::TagNames& names) : names_(names) {}
 
-  void Append(std::string* out, const store::ChunkItem& r) {
-    char buf[128];
+  // `comma`: the reading follows another one.
+  void Append(std::string* out, const store::ChunkItem& r, bool comma) {
+    // Written into buf and appended once; a long tag name, a text value and
+    // an error are appended as they come.
+    char buf[192];
     char* p = buf;
     auto put = [&p](std::string_view s) {
       std::memcpy(p, s.data(), s.size());
       p += s.size();
     };
+    auto flush = [&] {
+      out->append(buf, static_cast<size_t>(p - buf));
+      p = buf;
+    };
+    if (comma) *p++ = ',';
     put("{\"tag\":");
-    out->append(buf, p);
-    p = buf;
-    out->append(QuotedTag(r.tag_id));
+    const std::string_view tag = QuotedTag(r.tag_id);
+    if (tag.size() <= 64) {
+      put(tag);
+    } else {
+      flush();
+      out->append(tag);
+    }
     put(",\"ts\":");
     if (r.ts_ms != last_ts_ || ts_len_ == 0) {
       last_ts_ = r.ts_ms;
@@ -160,8 +172,7 @@ class ChunkItemWriter {
         }
         break;
       case Kind::kText:
-        out->append(buf, p);
-        p = buf;
+        flush();
         AppendJsonString(out, r.text);
         break;
     }
@@ -170,12 +181,11 @@ class ChunkItemWriter {
     *p++ = '"';
     if (r.quality != Quality::kGood && !r.error.empty()) {
       put(",\"err\":");
-      out->append(buf, p);
-      p = buf;
+      flush();
       AppendJsonString(out, r.error);
     }
     *p++ = '}';
-    out->append(buf, p);
+    flush();
   }
 
  private:
@@ -248,8 +258,7 @@ size_t EncodeTelemetryChunks(const BatchHeader& h, std::span<const store::Stored
     store::ChunkCursor in(c.data, c.count);
     store::ChunkItem item;
     while (in.Next(&item)) {
-      if (out->size() > body_at) *out += ',';
-      writer.Append(out, item);
+      writer.Append(out, item, out->size() > body_at);
     }
     char digits[24];
     const auto seq_last_size = static_cast<size_t>(
