@@ -72,10 +72,8 @@ Result<const std::string*> OutboxReader::TagName(int64_t tag_id) {
 Status OutboxReader::CheckChunk(std::string_view data, int64_t count) {
   ChunkCursor in(data, count);
   ChunkItem item;
-  int64_t last_tag = 0;
   while (in.Next(&item)) {
-    if (item.tag_id == last_tag) continue;
-    last_tag = item.tag_id;
+    if (tag_names_.Find(item.tag_id) != nullptr) continue;  // known: no query
     Result<const std::string*> tag = TagName(item.tag_id);
     if (!tag.ok()) return tag.status();
   }
