@@ -81,7 +81,8 @@ char* FormatDecimal15(double v, char* p) {
   }
   if (v < 0) *p++ = '-';
   char* end = std::to_chars(p, p + 16, m).ptr;  // int_digits + k digits
-  if (k > 0) {                                  // the point goes before the last k digits
+  if (k > 0) {
+    // The point goes before the last k digits.
     for (char* d = end; d > p + int_digits; --d) *d = d[-1];
     p[int_digits] = '.';
     ++end;
