@@ -694,7 +694,12 @@ void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
   std::vector<store::StoredChunk>& rows = rows_;
   while (d.hist_next < d.live_from && WindowOpen() && BacklogAllowed(now)) {
     rows.clear();
-    Status s = Fetch(d, d.hist_next, d.live_from - 1, options_.batch_max_readings, rows);
+    // One read for as many batches as the window takes now (one under a rate
+    // cap); what does not go is let go of and read again later.
+    const auto window = static_cast<size_t>(std::max(options_.max_inflight, 1));
+    const size_t batches =
+        options_.backlog_rate > 0 ? 1 : window - std::min(inflight_.size(), window - 1);
+    Status s = Fetch(d, d.hist_next, d.live_from - 1, options_.batch_max_readings * batches, rows);
     if (!s.ok()) {
       Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
       return;
@@ -703,10 +708,15 @@ void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
       d.hist_next = d.live_from;
       return;
     }
-    const size_t taken = PublishRun(d, rows, true, 0);
-    Release(d.name, std::span(rows).subspan(taken));
-    if (taken == 0) return;
-    d.hist_next = rows[taken - 1].seq_last() + 1;
+    size_t sent = 0;
+    do {
+      const size_t taken = PublishRun(d, std::span(rows).subspan(sent), true, 0);
+      if (taken == 0) break;
+      sent += taken;
+      d.hist_next = rows[sent - 1].seq_last() + 1;
+    } while (sent < rows.size() && WindowOpen() && BacklogAllowed(now));
+    Release(d.name, std::span(rows).subspan(sent));
+    if (sent < rows.size()) return;
   }
 }
 
