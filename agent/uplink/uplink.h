@@ -3,9 +3,10 @@
 //
 // Promise:
 // - A record is reported delivered (through the ack sink, to the store) only
-//   after the broker accepted its QoS 1 PUBLISH with a reason code below 0x80. A refused batch
-//   stays in the store, is logged and counted, and is sent again after a backoff that doubles per
-//   refusal; nothing is dropped here.
+//   after the broker accepted its QoS 1 PUBLISH with a reason code below 0x80
+//   (acks handled together whose ranges continue each other go as one range).
+//   A refused batch stays in the store, is logged and counted, and is sent
+//   again after a backoff that doubles per refusal; nothing is dropped here.
 // - Each batch is a run of consecutive sequence numbers of one device and one
 //   stream, at most batch_max_readings records and batch_max_bytes of payload
 //   (a single larger record still goes alone). Telemetry batches end on a
@@ -13,7 +14,10 @@
 //   larger than the bounds goes alone. Live readings are batched until the
 //   batch is full or batch_linger has passed since the first of them arrived.
 //   A stored chunk that no longer decodes is discarded (the store reports its
-//   readings lost), never sent and never left to block its device.
+//   readings lost), never sent and never left to block its device. Batches
+//   are encoded straight from the stored chunks; live rows waiting for their
+//   batch are kept as such chunks (about 12 bytes a reading). The backlog is
+//   read from the store in one query for as many batches as the window takes.
 // - Order of sending: the event streams (the gateway's events, alarm events,
 //   counter snapshots) first, then live telemetry, then the backlog. Rows that were already in the
 //   store when a session began are the backlog: they go out flagged historical,
