@@ -125,38 +125,41 @@ struct StoredChunk {
 };
 
 // The names of the store's tag ids as a reader has learned them (a tag is
-// never renamed, nor its id reused). Lookups by id are an index into a vector.
+// never renamed, nor its id reused). Lookups by id are an index into a vector
+// as long as the ids are about as many as the names (ids far beyond go to a
+// map), so that memory follows the number of tags, not the highest id.
 class TagNames {
  public:
   // nullptr if the id was never added.
   const std::string* Find(int64_t id) const {
-    if (id > 0 && static_cast<uint64_t>(id) < dense_.size()) {
-      return known_[static_cast<size_t>(id)] ? &dense_[static_cast<size_t>(id)] : nullptr;
+    if (id > 0 && static_cast<uint64_t>(id) < dense_.size() && known_[static_cast<size_t>(id)]) {
+      return &dense_[static_cast<size_t>(id)];
     }
-    if (id > 0 && id < kDenseLimit) return nullptr;
+    if (sparse_.empty()) return nullptr;
     auto it = sparse_.find(id);
     return it == sparse_.end() ? nullptr : &it->second;
   }
+  // REQUIRES: Find(id) == nullptr.
   void Add(int64_t id, std::string name) {
-    if (id > 0 && id < kDenseLimit) {
+    if (id > 0 && static_cast<uint64_t>(id) <= 2 * count_ + 4096) {
       const auto i = static_cast<size_t>(id);
       if (i >= dense_.size()) {
         dense_.resize(i + 1);
         known_.resize(i + 1);
       }
+      if (!known_[i]) ++count_;
       dense_[i] = std::move(name);
       known_[i] = true;
-    } else {
-      sparse_[id] = std::move(name);
+    } else if (sparse_.insert_or_assign(id, std::move(name)).second) {
+      ++count_;
     }
   }
 
  private:
-  static constexpr int64_t kDenseLimit = 1
-                                         << 20;  // ids past it (never seen in practice) go to a map
   std::vector<std::string> dense_;
   std::vector<bool> known_;
   std::unordered_map<int64_t, std::string> sparse_;
+  uint64_t count_ = 0;
 };
 
 struct StoredEvent {

@@ -339,6 +339,31 @@ std::string Ranges(const DeliveryHolds& holds) {
   return out;
 }
 
+TEST(TagNamesTest, FindsEveryNameAddedWhateverItsId) {
+  TagNames names;
+  EXPECT_EQ(names.Find(1), nullptr);
+  names.Add(5, "five");
+  names.Add(10'000'000, "far");  // past the dense range: kept apart
+  names.Add(-3, "negative");
+  names.Add(6'000, "early");  // past the dense range when it comes, inside it later
+  for (int64_t id = 6; id < 9000; ++id) {
+    if (id != 6'000) names.Add(id, "t" + std::to_string(id));
+  }
+  ASSERT_NE(names.Find(5), nullptr);
+  EXPECT_EQ(*names.Find(5), "five");
+  ASSERT_NE(names.Find(10'000'000), nullptr);
+  EXPECT_EQ(*names.Find(10'000'000), "far");
+  ASSERT_NE(names.Find(-3), nullptr);
+  EXPECT_EQ(*names.Find(-3), "negative");
+  ASSERT_NE(names.Find(8'999), nullptr);
+  EXPECT_EQ(*names.Find(8'999), "t8999");
+  ASSERT_NE(names.Find(6'000), nullptr);
+  EXPECT_EQ(*names.Find(6'000), "early");
+  EXPECT_EQ(names.Find(4), nullptr);
+  EXPECT_EQ(names.Find(9'000), nullptr);
+  EXPECT_EQ(names.Find(10'000'001), nullptr);
+}
+
 TEST(DeliveryHoldsTest, HoldsAreAUnionPerDevice) {
   DeliveryHolds h;
   h.Hold("a", 10, 20);
