@@ -4,6 +4,7 @@
 // bench/uplink_drain_bench.cpp.)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "agent/uplink/telemetry.h"
 #include "drivers/modbus/codec.h"
 #include "drivers/modbus/request_plan.h"
+#include "store/chunk_codec.h"
 
 namespace tagrelay {
 namespace {
@@ -42,19 +44,40 @@ void BM_DecodeScaledInt16(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeScaledInt16);
 
-void BM_EncodeTelemetryBatch(benchmark::State& state) {
-  std::vector<store::StoredReading> rows;
-  for (int64_t i = 0; i < state.range(0); ++i) {
-    rows.push_back(store::StoredReading{i + 1,
-                                        "voltage_l" + std::to_string(i % 3),
-                                        1763800000000 + i,
-                                        230.0 + static_cast<double>(i % 100) / 10,
-                                        Quality::kGood,
-                                        {}});
+// Readings as the store keeps them (chunks of at most 250, store/types.h),
+// with the names of their tags, for the uplink's encoder.
+struct StoredBatch {
+  std::vector<store::StoredChunk> chunks;
+  store::TagNames names;
+};
+
+StoredBatch MakeStoredBatch(int64_t n, int tags, int64_t ts_step_every, bool decimals) {
+  StoredBatch b;
+  for (int t = 0; t < tags; ++t) b.names.Add(t + 1, "voltage_l" + std::to_string(t));
+  for (int64_t first = 0; first < n; first += 250) {
+    std::vector<Reading> readings;
+    std::vector<int64_t> ids;
+    for (int64_t i = first; i < std::min(n, first + 250); ++i) {
+      const double v =
+          decimals ? 230.0 + static_cast<double>(i % 100) / 10 : static_cast<double>(i);
+      readings.push_back(Reading::Good("", 1763800000000 + i / ts_step_every * 1000, v));
+      ids.push_back(i % tags + 1);
+    }
+    store::StoredChunk c{first + 1, static_cast<int64_t>(readings.size()), {}};
+    store::EncodeChunk(readings, ids, &c.data);
+    b.chunks.push_back(std::move(c));
   }
+  return b;
+}
+
+// What the uplink does per telemetry batch: the JSON straight from the stored chunks.
+void BM_EncodeTelemetryBatch(benchmark::State& state) {
+  const StoredBatch b = MakeStoredBatch(state.range(0), 3, 1, true);
   size_t bytes = 0;
+  std::string payload;
   for (auto _ : state) {
-    std::string payload = uplink::EncodeTelemetry({"gw-plant1-01", "meter-3", false}, rows);
+    uplink::EncodeTelemetryChunks({"gw-plant1-01", "meter-3", false}, b.chunks, b.names,
+                                  uplink::kUnbounded, &payload);
     bytes += payload.size();
     benchmark::DoNotOptimize(payload);
   }
@@ -85,19 +108,13 @@ BENCHMARK(BM_PlanRequests)->Args({100, 0})->Args({100, 1});
 
 // What the uplink does per batch of a device with a key: encode, then sign.
 void BM_EncodeAndSignBatch(benchmark::State& state) {
-  std::vector<store::StoredReading> rows;
-  for (int64_t i = 0; i < state.range(0); ++i) {
-    rows.push_back(store::StoredReading{i + 1,
-                                        "t" + std::to_string(i % 100),
-                                        1763800000000 + i / 100 * 1000,
-                                        static_cast<double>(i),
-                                        Quality::kGood,
-                                        {}});
-  }
+  const StoredBatch b = MakeStoredBatch(state.range(0), 100, 100, false);
   const std::string key = "0123456789abcdef0123456789abcdef";
   const std::string topic = "tagrelay/v1/gw-bench/dev-000/telemetry";
+  std::string payload;
   for (auto _ : state) {
-    std::string payload = uplink::EncodeTelemetry({"gw-bench", "dev-000", false}, rows);
+    uplink::EncodeTelemetryChunks({"gw-bench", "dev-000", false}, b.chunks, b.names,
+                                  uplink::kUnbounded, &payload);
     std::string sig = uplink::Sign(key, topic, payload);
     benchmark::DoNotOptimize(sig);
   }

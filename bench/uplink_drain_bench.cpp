@@ -196,17 +196,17 @@ void Breakdown(const Args& a, const std::string& db) {
   FillStore(db, a.readings);
   auto reader = store::OutboxReader::Open(db);
   if (!reader.ok()) Die(reader.status().ToString());
-  std::vector<store::StoredReading> rows;
+  std::vector<store::StoredChunk> rows;
   std::string payload;
   double fetch_s = 0, encode_s = 0;
   for (int64_t seq = 1; seq <= a.readings; seq += static_cast<int64_t>(a.batch)) {
     rows.clear();
     const auto t0 = Clock::now();
-    Status s =
-        reader->FetchUndelivered(1, seq, seq + static_cast<int64_t>(a.batch) - 1, a.batch, rows);
+    Status s = reader->FetchChunks(1, seq, seq + static_cast<int64_t>(a.batch) - 1, a.batch, rows);
     const auto t1 = Clock::now();
     if (!s.ok() || rows.empty()) Die("breakdown: fetch " + s.ToString());
-    uplink::EncodeTelemetry({a.user, "meter-3", true}, rows, 256 * 1024, &payload);
+    uplink::EncodeTelemetryChunks({a.user, "meter-3", true}, rows, reader->tag_names(), 256 * 1024,
+                                  &payload);
     fetch_s += std::chrono::duration<double>(t1 - t0).count();
     encode_s += std::chrono::duration<double>(Clock::now() - t1).count();
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <type_traits>
 
@@ -41,7 +42,7 @@ void PutText(std::string* out, std::string_view s) {
 
 class Reader {
  public:
-  explicit Reader(std::string_view d) : d_(d) {}
+  explicit Reader(std::string_view d, size_t pos = 0) : d_(d), pos_(pos) {}
   bool Varint(uint64_t* v) {
     uint64_t result = 0;
     for (int shift = 0; shift < 64; shift += 7) {
@@ -72,12 +73,9 @@ class Reader {
     pos_ += n;
     return true;
   }
-  bool Text(std::string* s) {
+  bool Text(std::string_view* s) {
     uint64_t n;
-    std::string_view v;
-    if (!Varint(&n) || n > d_.size() || !Bytes(static_cast<size_t>(n), &v)) return false;
-    s->assign(v);
-    return true;
+    return Varint(&n) && n <= d_.size() && Bytes(static_cast<size_t>(n), s);
   }
   bool done() const { return pos_ == d_.size(); }
   size_t pos() const { return pos_; }
@@ -134,73 +132,150 @@ void EncodeChunk(std::span<const Reading> readings, std::span<const int64_t> tag
   }
 }
 
-Status DecodeChunk(std::string_view data, int64_t count, std::vector<ChunkReading>& out) {
-  Reader in(data);
-  auto bad = [&](const char* what) {
-    return Status::Corruption("chunk: " + std::string(what) + " at byte " +
-                              std::to_string(in.pos()));
-  };
+ChunkCursor::ChunkCursor(std::string_view data, int64_t count) : d_(data) {
+  Reader in(d_);
   uint8_t format;
   uint64_t n;
-  int64_t ts;
-  if (!in.Byte(&format) || format != kFormat) return bad("unknown format");
-  if (!in.Varint(&n) || n > kMaxCount || static_cast<int64_t>(n) != count)
-    return bad("wrong count");
-  if (!in.Signed(&ts)) return bad("truncated header");
+  bool ok = in.Byte(&format) && format == kFormat;
+  const char* what = "unknown format";
+  if (ok) {
+    ok = in.Varint(&n) && n <= kMaxCount && static_cast<int64_t>(n) == count;
+    what = "wrong count";
+  }
+  if (ok) {
+    ok = in.Signed(&ts_);
+    what = "truncated header";
+  }
+  pos_ = in.pos();
+  if (!ok) {
+    Fail(what);
+    return;
+  }
+  left_ = n;
+}
+
+bool ChunkCursor::Fail(const char* what) {
+  status_ = Status::Corruption("chunk: " + std::string(what) + " at byte " + std::to_string(pos_));
+  left_ = 0;
+  d_ = {};
+  pos_ = 0;
+  return false;
+}
+
+bool ChunkCursor::Next(ChunkItem* r) {
+  if (left_ == 0) {
+    if (status_.ok() && pos_ != d_.size()) return Fail("trailing bytes");
+    return false;
+  }
+  // The common readings (one-byte tag id and time delta, a double) take the
+  // short paths; anything else goes through Reader. A failure is reported at
+  // the byte the reader reached, as DecodeChunk always has.
+  const auto* const data = reinterpret_cast<const uint8_t*>(d_.data());
+  const size_t size = d_.size();
+  size_t pos = pos_;
+  auto bad = [&](const Reader& in, const char* what) {
+    pos_ = in.pos();
+    return Fail(what);
+  };
+  auto varint = [&](uint64_t* v, const char* what) {
+    if (pos < size && data[pos] < 0x80) {
+      *v = data[pos++];
+      return true;
+    }
+    Reader in(d_, pos);
+    if (!in.Varint(v)) return bad(in, what);
+    pos = in.pos();
+    return true;
+  };
+  uint64_t tag, delta;
+  if (!varint(&tag, "bad tag id")) return false;
+  if (tag == 0 || tag > static_cast<uint64_t>(INT64_MAX)) return bad(Reader(d_, pos), "bad tag id");
+  if (!varint(&delta, "truncated reading")) return false;
+  if (pos >= size) return bad(Reader(d_, pos), "truncated reading");
+  const uint8_t kind = data[pos++];
+  if (__builtin_add_overflow(ts_, Unzigzag(delta), &ts_)) {
+    return bad(Reader(d_, pos), "timestamp out of range");
+  }
+  const uint8_t quality = (kind >> 3) & 0x3;
+  if (quality > static_cast<uint8_t>(Quality::kUncertain) || (kind & 0x60) != 0) {
+    return bad(Reader(d_, pos), "bad kind");
+  }
+  r->tag_id = static_cast<int64_t>(tag);
+  r->ts_ms = ts_;
+  r->quality = static_cast<Quality>(quality);
+  switch (kind & 0x7) {
+    case kNone: r->kind = ChunkItem::Kind::kNone; break;
+    case kFalse: r->kind = ChunkItem::Kind::kFalse; break;
+    case kTrue: r->kind = ChunkItem::Kind::kTrue; break;
+    case kInt: {
+      uint64_t u;
+      if (!varint(&u, "truncated value")) return false;
+      r->i = Unzigzag(u);
+      r->kind = ChunkItem::Kind::kInt;
+      break;
+    }
+    case kUint:
+      if (!varint(&r->u, "truncated value")) return false;
+      r->kind = ChunkItem::Kind::kUint;
+      break;
+    case kDouble: {
+      if (size - pos < 8) return bad(Reader(d_, pos), "truncated value");
+      uint64_t bits = 0;
+      if constexpr (std::endian::native == std::endian::little) {
+        std::memcpy(&bits, data + pos, 8);
+      } else {
+        for (int k = 0; k < 8; ++k) bits |= uint64_t{data[pos + k]} << (8 * k);
+      }
+      pos += 8;
+      r->d = std::bit_cast<double>(bits);
+      r->kind = ChunkItem::Kind::kDouble;
+      break;
+    }
+    case kText: {
+      Reader in(d_, pos);
+      if (!in.Text(&r->text)) return bad(in, "truncated text");
+      pos = in.pos();
+      r->kind = ChunkItem::Kind::kText;
+      break;
+    }
+    default: return bad(Reader(d_, pos), "bad value type");
+  }
+  r->error = {};
+  if ((kind & kErrorBit) != 0) {
+    Reader in(d_, pos);
+    if (!in.Text(&r->error)) return bad(in, "truncated error");
+    pos = in.pos();
+  }
+  pos_ = pos;
+  --left_;
+  return true;
+}
+
+Status DecodeChunk(std::string_view data, int64_t count, std::vector<ChunkReading>& out) {
+  ChunkCursor in(data, count);
   std::vector<ChunkReading> decoded;
-  decoded.reserve(std::min<uint64_t>(n, data.size() / 4));  // a reading takes 4 bytes at least
-  for (uint64_t i = 0; i < n; ++i) {
+  decoded.reserve(static_cast<size_t>(
+      std::min<uint64_t>(count > 0 ? static_cast<uint64_t>(count) : 0,
+                         data.size() / 4)));  // a reading takes 4 bytes at least
+  ChunkItem item;
+  while (in.Next(&item)) {
     ChunkReading r;
-    uint64_t tag;
-    int64_t delta;
-    uint8_t kind;
-    if (!in.Varint(&tag) || tag == 0 || tag > static_cast<uint64_t>(INT64_MAX))
-      return bad("bad tag id");
-    if (!in.Signed(&delta) || !in.Byte(&kind)) return bad("truncated reading");
-    if (__builtin_add_overflow(ts, delta, &ts)) return bad("timestamp out of range");
-    const uint8_t quality = (kind >> 3) & 0x3;
-    if (quality > static_cast<uint8_t>(Quality::kUncertain) || (kind & 0x60) != 0) {
-      return bad("bad kind");
+    r.tag_id = item.tag_id;
+    r.ts_ms = item.ts_ms;
+    r.quality = item.quality;
+    switch (item.kind) {
+      case ChunkItem::Kind::kNone: break;
+      case ChunkItem::Kind::kFalse: r.value = false; break;
+      case ChunkItem::Kind::kTrue: r.value = true; break;
+      case ChunkItem::Kind::kInt: r.value = item.i; break;
+      case ChunkItem::Kind::kUint: r.value = item.u; break;
+      case ChunkItem::Kind::kDouble: r.value = item.d; break;
+      case ChunkItem::Kind::kText: r.value = std::string(item.text); break;
     }
-    r.tag_id = static_cast<int64_t>(tag);
-    r.ts_ms = ts;
-    r.quality = static_cast<Quality>(quality);
-    switch (kind & 0x7) {
-      case kNone: break;
-      case kFalse: r.value = false; break;
-      case kTrue: r.value = true; break;
-      case kInt: {
-        int64_t v;
-        if (!in.Signed(&v)) return bad("truncated value");
-        r.value = v;
-        break;
-      }
-      case kUint: {
-        uint64_t v;
-        if (!in.Varint(&v)) return bad("truncated value");
-        r.value = v;
-        break;
-      }
-      case kDouble: {
-        std::string_view b;
-        if (!in.Bytes(8, &b)) return bad("truncated value");
-        uint64_t bits = 0;
-        for (int k = 0; k < 8; ++k) bits |= uint64_t{static_cast<uint8_t>(b[k])} << (8 * k);
-        r.value = std::bit_cast<double>(bits);
-        break;
-      }
-      case kText: {
-        std::string s;
-        if (!in.Text(&s)) return bad("truncated text");
-        r.value = std::move(s);
-        break;
-      }
-      default: return bad("bad value type");
-    }
-    if ((kind & kErrorBit) != 0 && !in.Text(&r.error)) return bad("truncated error");
+    r.error.assign(item.error);
     decoded.push_back(std::move(r));
   }
-  if (!in.done()) return bad("trailing bytes");
+  if (!in.status().ok()) return in.status();
   out.insert(out.end(), std::make_move_iterator(decoded.begin()),
              std::make_move_iterator(decoded.end()));
   return Status::Ok();

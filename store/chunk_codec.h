@@ -45,4 +45,40 @@ void EncodeChunk(std::span<const Reading> readings, std::span<const int64_t> tag
 // Decodes a blob that must hold exactly `count` readings; appends them to `out`.
 Status DecodeChunk(std::string_view data, int64_t count, std::vector<ChunkReading>& out);
 
+// One reading of a chunk, seen in place: nothing is copied, `text` and
+// `error` point into the blob.
+struct ChunkItem {
+  enum class Kind : uint8_t { kNone, kFalse, kTrue, kInt, kUint, kDouble, kText };
+  int64_t tag_id = 0;
+  int64_t ts_ms = 0;
+  Kind kind = Kind::kNone;
+  Quality quality = Quality::kGood;
+  int64_t i = 0;          // kInt
+  uint64_t u = 0;         // kUint
+  double d = 0;           // kDouble
+  std::string_view text;  // kText
+  std::string_view error;
+};
+
+// Walks a blob that must hold exactly `count` readings, one at a time and
+// without allocating. The checks are DecodeChunk's: Next() returns false at
+// the end, and also at the first malformation, after which status() is
+// Corruption; a blob is good only if every reading came out and status() is
+// ok after the last Next().
+class ChunkCursor {
+ public:
+  ChunkCursor(std::string_view data, int64_t count);
+  bool Next(ChunkItem* item);
+  const Status& status() const { return status_; }
+
+ private:
+  bool Fail(const char* what);
+
+  std::string_view d_;
+  size_t pos_ = 0;
+  uint64_t left_ = 0;
+  int64_t ts_ = 0;
+  Status status_;
+};
+
 }  // namespace tagrelay::store

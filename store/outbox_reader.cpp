@@ -58,15 +58,59 @@ Result<std::vector<DeviceBacklog>> OutboxReader::Devices() {
 }
 
 Result<const std::string*> OutboxReader::TagName(int64_t tag_id) {
-  auto it = tag_names_.find(tag_id);
-  if (it != tag_names_.end()) return &it->second;
+  if (const std::string* known = tag_names_.Find(tag_id)) return known;
   tag_.BindInt(1, tag_id);
   Result<bool> row = tag_.Step();
   std::string name = row.ok() && *row ? std::string(tag_.ColumnText(0)) : std::string();
   tag_.Reset();
   if (!row.ok()) return row.status();
   if (!*row) return Status::Corruption("tag id " + std::to_string(tag_id) + " is not in the store");
-  return &tag_names_.emplace(tag_id, std::move(name)).first->second;
+  tag_names_.Add(tag_id, std::move(name));
+  return tag_names_.Find(tag_id);
+}
+
+Status OutboxReader::CheckChunk(std::string_view data, int64_t count) {
+  ChunkCursor in(data, count);
+  ChunkItem item;
+  while (in.Next(&item)) {
+    if (tag_names_.Find(item.tag_id) != nullptr) continue;  // known: no query
+    Result<const std::string*> tag = TagName(item.tag_id);
+    if (!tag.ok()) return tag.status();
+  }
+  return in.status();
+}
+
+Status OutboxReader::FetchChunks(int64_t device_id, int64_t from_seq, int64_t to_seq, size_t limit,
+                                 std::vector<StoredChunk>& out, BadChunk* bad) {
+  fetch_.BindInt(1, device_id);
+  fetch_.BindInt(2, from_seq);
+  fetch_.BindInt(3, to_seq);
+  size_t taken = 0;
+  Status result;
+  while (taken < limit || taken == 0) {
+    Result<bool> row = fetch_.Step();
+    if (!row.ok()) {
+      result = row.status();
+      break;
+    }
+    if (!*row) break;
+    const int64_t first = fetch_.ColumnInt(0), count = fetch_.ColumnInt(1);
+    const std::string_view data = fetch_.ColumnBlob(2);
+    Status s = CheckChunk(data, count);
+    if (!s.ok()) {
+      if (taken == 0) {
+        if (bad != nullptr) *bad = BadChunk{first, count, s.message()};
+        result = s.WithContext("chunk seq " + std::to_string(first) + ".." +
+                               std::to_string(first + count - 1));
+      }
+      break;  // the good chunks before it go out first
+    }
+    if (count == 0) continue;  // holds no reading (FetchUndelivered yields none for it either)
+    taken += static_cast<size_t>(count);
+    out.push_back(StoredChunk{first, count, std::string(data)});
+  }
+  fetch_.Reset();
+  return result;
 }
 
 Status OutboxReader::FetchUndelivered(int64_t device_id, int64_t from_seq, int64_t to_seq,

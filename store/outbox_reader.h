@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "agent/core/status.h"
@@ -72,6 +71,14 @@ class OutboxReader {
   Status FetchUndelivered(int64_t device_id, int64_t from_seq, int64_t to_seq, size_t limit,
                           std::vector<StoredReading>& out, BadChunk* bad = nullptr);
 
+  // As FetchUndelivered(), but appends the chunks as they are stored (each one
+  // checked: it decodes, and tag_names() knows all of its tag ids), for an
+  // encoder that reads them in place. Same order, limits and bad chunks.
+  Status FetchChunks(int64_t device_id, int64_t from_seq, int64_t to_seq, size_t limit,
+                     std::vector<StoredChunk>& out, BadChunk* bad = nullptr);
+  // The names of every tag id in the chunks fetched so far.
+  const TagNames& tag_names() const { return tag_names_; }
+
   // Every event stream the store knows, with its backlog bounds.
   Result<std::vector<StreamBacklog>> Streams();
 
@@ -89,10 +96,12 @@ class OutboxReader {
  private:
   explicit OutboxReader(Db db) : db_(std::move(db)) {}
   Result<const std::string*> TagName(int64_t tag_id);
+  // Checks a stored chunk: it decodes and all of its tags have names.
+  Status CheckChunk(std::string_view data, int64_t count);
 
   Db db_;
   Stmt devices_, fetch_, tag_, streams_, events_;
-  std::unordered_map<int64_t, std::string> tag_names_;  // tags are never renamed or reused
+  TagNames tag_names_;
 };
 
 }  // namespace tagrelay::store

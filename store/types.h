@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -108,6 +109,57 @@ struct StoredReading {
   Quality quality = Quality::kGood;
   std::string error;
   bool chunk_end = false;  // the last reading of its chunk: a batch may end here
+};
+
+// A stored chunk of readings as it is kept in the store (chunk_codec.h):
+// the readings seq_first .. seq_first + count - 1 of one device. The outbox
+// reader hands out only chunks that decode and whose tag ids it knows the
+// names of (TagNames), so that they can be encoded without further checks.
+// About 12 bytes a reading, against about 130 for a StoredReading.
+struct StoredChunk {
+  int64_t seq_first = 0;
+  int64_t count = 0;
+  std::string data;
+
+  int64_t seq_last() const { return seq_first + count - 1; }
+};
+
+// The names of the store's tag ids as a reader has learned them (a tag is
+// never renamed, nor its id reused). Lookups by id are an index into a vector
+// as long as the ids are about as many as the names (ids far beyond go to a
+// map), so that memory follows the number of tags, not the highest id.
+class TagNames {
+ public:
+  // nullptr if the id was never added.
+  const std::string* Find(int64_t id) const {
+    if (id > 0 && static_cast<uint64_t>(id) < dense_.size() && known_[static_cast<size_t>(id)]) {
+      return &dense_[static_cast<size_t>(id)];
+    }
+    if (sparse_.empty()) return nullptr;
+    auto it = sparse_.find(id);
+    return it == sparse_.end() ? nullptr : &it->second;
+  }
+  // REQUIRES: Find(id) == nullptr.
+  void Add(int64_t id, std::string name) {
+    if (id > 0 && static_cast<uint64_t>(id) <= 2 * count_ + 4096) {
+      const auto i = static_cast<size_t>(id);
+      if (i >= dense_.size()) {
+        dense_.resize(i + 1);
+        known_.resize(i + 1);
+      }
+      if (!known_[i]) ++count_;
+      dense_[i] = std::move(name);
+      known_[i] = true;
+    } else if (sparse_.insert_or_assign(id, std::move(name)).second) {
+      ++count_;
+    }
+  }
+
+ private:
+  std::vector<std::string> dense_;
+  std::vector<bool> known_;
+  std::unordered_map<int64_t, std::string> sparse_;
+  uint64_t count_ = 0;
 };
 
 struct StoredEvent {

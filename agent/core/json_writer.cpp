@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 namespace tagrelay {
@@ -36,7 +37,65 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
   return len;
 }
 
+constexpr double kPow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6, 1e7,
+                             1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14};
+constexpr uint64_t kTenTo15 = 1000000000000000;
+
+// The common case of a value that has at most 15 significant digits and
+// whose magnitude is in [1, 1e15): without the general shortest-digits
+// search. Any decimal of at most 15 significant digits is the only one of
+// that length that reads back to its double (DBL_DIG), so the digits found
+// here are those std::to_chars finds; the layout (fixed unless scientific is
+// shorter) is its too. nullptr when the value is not such a case.
+char* FormatDecimal15(double v, char* p) {
+  const double a = v < 0 ? -v : v;
+  if (!(a >= 1.0 && a < 1e15)) return nullptr;
+  int int_digits = 1;
+  while (int_digits < 15 && a >= kPow10[int_digits]) ++int_digits;
+  int k = 15 - int_digits;  // digits after the point, at most
+  const auto m0 = static_cast<uint64_t>(a * kPow10[k] + 0.5);
+  // Exact check: m0 < 2^53 and 10^k are exact, and the division rounds correctly.
+  if (m0 >= kTenTo15 || static_cast<double>(m0) / kPow10[k] != a) return nullptr;
+  uint64_t m = m0;
+  if (k >= 8 && m % 100000000 == 0) {
+    m /= 100000000;
+    k -= 8;
+  }
+  if (k >= 4 && m % 10000 == 0) {
+    m /= 10000;
+    k -= 4;
+  }
+  if (k >= 2 && m % 100 == 0) {
+    m /= 100;
+    k -= 2;
+  }
+  if (k >= 1 && m % 10 == 0) {
+    m /= 10;
+    k -= 1;
+  }
+  if (k == 0 && int_digits > 5) {
+    // An integer: scientific (d digits, a point if d > 1, "e+NN") may be shorter.
+    int d = int_digits;
+    for (uint64_t t = m; d > 1 && t % 10 == 0; t /= 10) --d;
+    if (int_digits > d + (d > 1 ? 1 : 0) + 4) return nullptr;
+  }
+  if (v < 0) *p++ = '-';
+  char* end = std::to_chars(p, p + 16, m).ptr;  // int_digits + k digits
+  if (k > 0) {
+    // The point goes before the last k digits.
+    for (char* d = end; d > p + int_digits; --d) *d = d[-1];
+    p[int_digits] = '.';
+    ++end;
+  }
+  return end;
+}
+
 }  // namespace
+
+char* FormatDouble(double v, char (&buf)[32]) {
+  if (char* end = FormatDecimal15(v, buf)) return end;
+  return std::to_chars(buf, buf + sizeof buf, v).ptr;  // shortest form that round-trips
+}
 
 void AppendJsonString(std::string* out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -159,8 +218,7 @@ JsonWriter& JsonWriter::Double(double v) {
   if (!std::isfinite(v)) return Null();
   BeforeValue();
   char buf[32];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest form that round-trips
-  out_->append(buf, r.ptr);
+  out_->append(buf, FormatDouble(v, buf));
   return *this;
 }
 

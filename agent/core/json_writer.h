@@ -47,6 +47,10 @@ class JsonWriter {
 // Appends `s` as a quoted, escaped JSON string.
 void AppendJsonString(std::string* out, std::string_view s);
 
+// Writes `v` (finite) into buf in the shortest form that reads back to the
+// same double, exactly as std::to_chars(first, last, v) does; returns the end.
+char* FormatDouble(double v, char (&buf)[32]);
+
 // Writes a reading's value: null (no value), true/false, an integer, a number
 // or a string.
 void WriteValue(JsonWriter& w, const Value& v);

@@ -1,8 +1,13 @@
 #include "agent/uplink/telemetry.h"
 
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "agent/core/json_writer.h"
+#include "store/chunk_codec.h"
 
 namespace tagrelay::uplink {
 
@@ -111,7 +116,167 @@ size_t EncodeBatch(std::string_view schema, std::string_view array_key, const Ba
   return n;
 }
 
+// Writes the readings of stored chunks as WriteItem() writes the
+// StoredReadings they decode to. Within a batch the tags of a device repeat
+// and readings of one poll share their timestamp: the quoted tag names are
+// kept (a small cache by tag id, for this batch) and a timestamp equal to the
+// previous one is copied.
+class ChunkItemWriter {
+ public:
+  explicit ChunkItemWriter(const store::TagNames& names) : names_(names) {}
+
+  // `comma`: the reading follows another one.
+  void Append(std::string* out, const store::ChunkItem& r, bool comma) {
+    // Written into buf and appended once; a long tag name, a text value and
+    // an error are appended as they come.
+    char buf[192];
+    char* p = buf;
+    auto put = [&p](std::string_view s) {
+      std::memcpy(p, s.data(), s.size());
+      p += s.size();
+    };
+    auto flush = [&] {
+      out->append(buf, static_cast<size_t>(p - buf));
+      p = buf;
+    };
+    if (comma) *p++ = ',';
+    put("{\"tag\":");
+    const std::string_view tag = QuotedTag(r.tag_id);
+    if (tag.size() <= 64) {
+      put(tag);
+    } else {
+      flush();
+      out->append(tag);
+    }
+    put(",\"ts\":");
+    if (r.ts_ms != last_ts_ || ts_len_ == 0) {
+      last_ts_ = r.ts_ms;
+      ts_len_ = static_cast<size_t>(std::to_chars(ts_, ts_ + sizeof ts_, r.ts_ms).ptr - ts_);
+    }
+    put(std::string_view(ts_, ts_len_));
+    using Kind = store::ChunkItem::Kind;
+    if (r.kind != Kind::kNone) put(",\"v\":");
+    switch (r.kind) {
+      case Kind::kNone: break;
+      case Kind::kFalse: put("false"); break;
+      case Kind::kTrue: put("true"); break;
+      case Kind::kInt: p = std::to_chars(p, buf + sizeof buf, r.i).ptr; break;
+      case Kind::kUint: p = std::to_chars(p, buf + sizeof buf, r.u).ptr; break;
+      case Kind::kDouble:
+        if (std::isfinite(r.d)) {
+          char num[32];
+          char* end = FormatDouble(r.d, num);
+          put(std::string_view(num, static_cast<size_t>(end - num)));
+        } else {
+          put("null");
+        }
+        break;
+      case Kind::kText:
+        flush();
+        AppendJsonString(out, r.text);
+        break;
+    }
+    put(",\"q\":\"");
+    put(QualityName(r.quality));
+    *p++ = '"';
+    if (r.quality != Quality::kGood && !r.error.empty()) {
+      put(",\"err\":");
+      flush();
+      AppendJsonString(out, r.error);
+    }
+    *p++ = '}';
+    flush();
+  }
+
+ private:
+  static constexpr size_t kSlots = 64;
+  struct Slot {
+    int64_t id = 0;  // 0: empty (tag ids start at 1)
+    size_t offset = 0;
+    size_t size = 0;
+  };
+
+  std::string_view QuotedTag(int64_t id) {
+    Slot& s = slots_[static_cast<uint64_t>(id) % kSlots];
+    if (s.id != id) {
+      static const std::string kUnknown;  // not reached: the reader knows every tag it hands out
+      const std::string* name = names_.Find(id);
+      if (quoted_.size() > 64 * 1024) {  // many long names: start over rather than grow
+        quoted_.clear();
+        slots_ = {};
+      }
+      s.id = id;
+      s.offset = quoted_.size();
+      AppendJsonString(&quoted_, name != nullptr ? *name : kUnknown);
+      s.size = quoted_.size() - s.offset;
+    }
+    return std::string_view(quoted_).substr(s.offset, s.size);
+  }
+
+  const store::TagNames& names_;
+  std::array<Slot, kSlots> slots_{};
+  std::string quoted_;
+  int64_t last_ts_ = 0;
+  char ts_[24];
+  size_t ts_len_ = 0;
+};
+
+// The batch header as EncodeBatch() writes it, up to "seq_first" (with
+// `seq_last` < 0) or up to the opening of the readings array.
+void TelemetryHead(const BatchHeader& h, int64_t seq_first, int64_t seq_last, std::string* out) {
+  out->clear();
+  JsonWriter w(out);
+  w.BeginObject();
+  w.Key("schema").String(kTelemetrySchema);
+  w.Key("gateway").String(h.gateway);
+  if (!h.device.empty()) w.Key("device").String(h.device);
+  w.Key("seq_first").Int(seq_first);
+  if (seq_last < 0) return;
+  w.Key("seq_last").Int(seq_last);
+  w.Key("historical").Bool(h.historical);
+  w.Key("readings");
+  *out += '[';
+}
+
 }  // namespace
+
+size_t EncodeTelemetryChunks(const BatchHeader& h, std::span<const store::StoredChunk> chunks,
+                             const store::TagNames& names, size_t max_bytes, std::string* out) {
+  std::string head;
+  TelemetryHead(h, chunks.front().seq_first, -1, &head);
+  const size_t tail = std::string_view(",\"seq_last\":").size() +
+                      std::string_view(",\"historical\":").size() + (h.historical ? 4 : 5) +
+                      std::string_view(",\"readings\":[]}").size();
+  const size_t up_to_first = head.size();
+  // The header as if every chunk fits; rewritten below if the bound cuts.
+  TelemetryHead(h, chunks.front().seq_first, chunks.back().seq_last(), out);
+  const size_t body_at = out->size();
+  ChunkItemWriter writer(names);
+  size_t n = 0;
+  for (const store::StoredChunk& c : chunks) {
+    const size_t before = out->size();
+    store::ChunkCursor in(c.data, c.count);
+    store::ChunkItem item;
+    while (in.Next(&item)) {
+      writer.Append(out, item, out->size() > body_at);
+    }
+    char digits[24];
+    const auto seq_last_size = static_cast<size_t>(
+        std::to_chars(digits, digits + sizeof digits, c.seq_last()).ptr - digits);
+    const size_t total = up_to_first + tail + seq_last_size + (out->size() - body_at);
+    if (n > 0 && total > max_bytes) {
+      out->resize(before);
+      break;
+    }
+    ++n;
+  }
+  if (n < chunks.size()) {
+    TelemetryHead(h, chunks.front().seq_first, chunks[n - 1].seq_last(), &head);
+    out->replace(0, body_at, head);
+  }
+  *out += "]}";
+  return n;
+}
 
 size_t EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredReading> readings,
                        size_t max_bytes, std::string* out) {

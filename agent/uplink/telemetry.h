@@ -64,6 +64,16 @@ size_t EncodeTelemetry(const BatchHeader& header, std::span<const store::StoredR
 std::string EncodeTelemetry(const BatchHeader& header,
                             std::span<const store::StoredReading> readings);
 
+// The same batch straight from stored chunks, without a StoredReading per
+// reading: replaces *out with the batch of the leading whole chunks whose
+// payload fits in max_bytes (always at least one chunk) and returns how many
+// chunks it took. The bytes are those EncodeTelemetry() writes for the same
+// readings. REQUIRES: !chunks.empty(), chunks[i + 1].seq_first ==
+// chunks[i].seq_last() + 1, and every chunk as store::OutboxReader hands it
+// out (it decodes; `names` knows all of its tag ids).
+size_t EncodeTelemetryChunks(const BatchHeader& header, std::span<const store::StoredChunk> chunks,
+                             const store::TagNames& names, size_t max_bytes, std::string* out);
+
 // A batch of stored records of an event stream (alarms, counters: of
 // header.device; events: of the gateway, header.device empty).
 // REQUIRES: !records.empty(), consecutive seq, each body a JSON object.

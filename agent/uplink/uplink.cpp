@@ -29,16 +29,15 @@ std::string ReasonHex(int code) {
   return h;
 }
 
-// The longest prefix of `rows`, at most `n` long, that ends on a chunk
-// boundary; if even the first chunk is longer than `n`, that whole chunk.
-size_t ChunkAligned(std::span<const store::StoredReading> rows, size_t n) {
-  for (size_t k = std::min(n, rows.size()); k > 0; --k) {
-    if (rows[k - 1].chunk_end) return k;
+// Calls f(first, last) for each run of consecutive seqs in `chunks`.
+template <typename F>
+void ForEachRun(std::span<const store::StoredChunk> chunks, F&& f) {
+  for (size_t i = 0; i < chunks.size();) {
+    size_t j = i + 1;
+    while (j < chunks.size() && chunks[j].seq_first == chunks[j - 1].seq_last() + 1) ++j;
+    f(chunks[i].seq_first, chunks[j - 1].seq_last());
+    i = j;
   }
-  for (size_t k = 0; k < rows.size(); ++k) {
-    if (rows[k].chunk_end) return k + 1;
-  }
-  return rows.size();
 }
 
 std::string Range(int64_t first, int64_t last) {
@@ -338,6 +337,13 @@ void Uplink::HandleEvents() {
   // Handlers may Disconnect(), which can add events; take the list first.
   std::vector<Event> events;
   events.swap(events_);
+  struct FlushAcks {
+    Uplink* self;
+    ~FlushAcks() {
+      for (store::DeliveryAck& a : self->acks_) self->ack_sink_(std::move(a));
+      self->acks_.clear();
+    }
+  } flush{this};
   for (Event& e : events) {
     switch (e.kind) {
       case Event::kConnected:
@@ -378,7 +384,13 @@ void Uplink::HandleAck(const Event& e) {
   if (e.code < kMqttReasonFailure) {
     if (b.stream == Stream::kTelemetry) {
       counters_.readings_acked += n;
-      ack_sink_(store::DeliveryAck{b.device, b.first, b.last});
+      // Acks of one read that continue each other go to the store as one.
+      if (!acks_.empty() && acks_.back().device == b.device &&
+          acks_.back().seq_last + 1 == b.first) {
+        acks_.back().seq_last = b.last;
+      } else {
+        acks_.push_back(store::DeliveryAck{b.device, b.first, b.last});
+      }
     } else {
       counters_.records_acked += n;
       ack_sink_(store::EventAck{std::string(StreamName(b.stream)), b.device, b.first, b.last});
@@ -590,23 +602,19 @@ size_t Uplink::PublishRecords(const std::string& device, Stream stream, int64_t 
 }
 
 Status Uplink::Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t limit,
-                     std::vector<store::StoredReading>& out) {
+                     std::vector<store::StoredChunk>& out) {
   for (;;) {
     store::BadChunk bad;
     Status s;
     if (holds_ == nullptr) {
-      s = reader_->FetchUndelivered(d.id, from, to, limit, out, &bad);
+      s = reader_->FetchChunks(d.id, from, to, limit, out, &bad);
     } else {
       // No eviction between reading the rows and holding them.
       store::DeliveryHolds::Exclusion exclusion(*holds_);
       const size_t before = out.size();
-      s = reader_->FetchUndelivered(d.id, from, to, limit, out, &bad);
-      for (size_t i = before; i < out.size();) {
-        size_t j = i + 1;
-        while (j < out.size() && out[j].seq == out[j - 1].seq + 1) ++j;
-        holds_->Hold(d.name, out[i].seq, out[j - 1].seq);
-        i = j;
-      }
+      s = reader_->FetchChunks(d.id, from, to, limit, out, &bad);
+      ForEachRun(std::span(out).subspan(before),
+                 [&](int64_t first, int64_t last) { holds_->Hold(d.name, first, last); });
     }
     if (s.code() != StatusCode::kCorruption || bad.count <= 0) return s;
     // A chunk that no longer decodes can never be delivered: the store drops it
@@ -623,7 +631,7 @@ Status Uplink::Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t lim
 }
 
 void Uplink::SendRetries(MonoTime now) {
-  std::vector<store::StoredReading> rows;
+  std::vector<store::StoredChunk>& rows = rows_;
   for (size_t i = 0; i < retries_.size() && WindowOpen();) {
     RetryRange& r = retries_[i];
     if (r.not_before > now || Held(r.device)) {
@@ -650,7 +658,7 @@ void Uplink::SendRetries(MonoTime now) {
       }
       taken = PublishRun(*d, rows, r.first < d->live_from, r.refusals);
       Release(d->name, std::span(rows).subspan(taken));
-      if (taken > 0) next = rows[taken - 1].seq + 1;
+      if (taken > 0) next = rows[taken - 1].seq_last() + 1;
     } else {
       taken = PublishRecords(r.device, r.stream, r.first, r.last, false, r.refusals);
       if (taken == 0) {  // delivered meanwhile, or the outbox failed (logged)
@@ -671,26 +679,34 @@ void Uplink::SendLive(DeviceOutbox& d, MonoTime now) {
   if (Held(d.name)) return;
   const size_t max = options_.batch_max_readings;
   for (;;) {
-    if (d.maybe_more && d.pending.size() < max) {
-      const size_t want = max - d.pending.size();
+    if (d.maybe_more && d.pending_readings < max) {
+      const size_t want = max - d.pending_readings;
       const size_t before = d.pending.size();
       Status s = Fetch(d, d.live_next, kNoLimit, want, d.pending);
       if (!s.ok()) {
         Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
         return;
       }
-      const size_t got = d.pending.size() - before;
-      if (got > 0) {
-        if (before == 0) d.pending_since = now;
-        d.live_next = d.pending.back().seq + 1;
+      size_t got = 0;
+      for (size_t i = before; i < d.pending.size(); ++i) {
+        got += static_cast<size_t>(d.pending[i].count);
       }
-      d.maybe_more = got == want;
+      if (got > 0) {
+        if (d.pending_readings == 0) d.pending_since = now;
+        d.pending_readings += got;
+        d.live_next = d.pending.back().seq_last() + 1;
+      }
+      // Whole chunks: a fetch that took fewer than asked has emptied the store.
+      d.maybe_more = got >= want;
     }
     bool sent = false;
     while (!d.pending.empty() && WindowOpen() &&
-           (d.pending.size() >= max || now >= d.pending_since + options_.batch_linger)) {
+           (d.pending_readings >= max || now >= d.pending_since + options_.batch_linger)) {
       const size_t taken = PublishRun(d, d.pending, false, 0);
       if (taken == 0) return;
+      for (size_t i = 0; i < taken; ++i) {
+        d.pending_readings -= static_cast<size_t>(d.pending[i].count);
+      }
       d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<std::ptrdiff_t>(taken));
       sent = true;
     }
@@ -701,10 +717,15 @@ void Uplink::SendLive(DeviceOutbox& d, MonoTime now) {
 
 void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
   if (Held(d.name)) return;
-  std::vector<store::StoredReading> rows;
+  std::vector<store::StoredChunk>& rows = rows_;
   while (d.hist_next < d.live_from && WindowOpen() && BacklogAllowed(now)) {
     rows.clear();
-    Status s = Fetch(d, d.hist_next, d.live_from - 1, options_.batch_max_readings, rows);
+    // One read for as many batches as the window takes now (one under a rate
+    // cap); what does not go is let go of and read again later.
+    const auto window = static_cast<size_t>(std::max(options_.max_inflight, 1));
+    const size_t batches =
+        options_.backlog_rate > 0 ? 1 : window - std::min(inflight_.size(), window - 1);
+    Status s = Fetch(d, d.hist_next, d.live_from - 1, options_.batch_max_readings * batches, rows);
     if (!s.ok()) {
       Log(LogLevel::kError, "uplink", "read store: " + s.ToString());
       return;
@@ -713,10 +734,15 @@ void Uplink::SendHistorical(DeviceOutbox& d, MonoTime now) {
       d.hist_next = d.live_from;
       return;
     }
-    const size_t taken = PublishRun(d, rows, true, 0);
-    Release(d.name, std::span(rows).subspan(taken));
-    if (taken == 0) return;
-    d.hist_next = rows[taken - 1].seq + 1;
+    size_t sent = 0;
+    do {
+      const size_t taken = PublishRun(d, std::span(rows).subspan(sent), true, 0);
+      if (taken == 0) break;
+      sent += taken;
+      d.hist_next = rows[sent - 1].seq_last() + 1;
+    } while (sent < rows.size() && WindowOpen() && BacklogAllowed(now));
+    Release(d.name, std::span(rows).subspan(sent));
+    if (sent < rows.size()) return;
   }
 }
 
@@ -731,37 +757,34 @@ bool Uplink::BacklogAllowed(MonoTime now) {
   return backlog_tokens_ >= 0;
 }
 
-size_t Uplink::PublishRun(DeviceOutbox& d, std::span<const store::StoredReading> rows,
+size_t Uplink::PublishRun(DeviceOutbox& d, std::span<const store::StoredChunk> chunks,
                           bool historical, int refusals) {
+  // Whole chunks of consecutive seqs, at most batch_max_readings of them
+  // unless the first chunk alone is larger.
   size_t n = 1;
-  while (n < rows.size() && rows[n].seq == rows[n - 1].seq + 1) ++n;
-  n = ChunkAligned(rows, std::min(n, options_.batch_max_readings));
-  std::string payload;
-  const BatchHeader header{options_.gateway, d.name, historical};
-  const size_t fit = EncodeTelemetry(header, rows.first(n), options_.batch_max_bytes, &payload);
-  if (fit < n) {
-    // The byte bound cut into the run: end the batch on the chunk boundary before.
-    n = ChunkAligned(rows, fit);
-    EncodeTelemetry(header, rows.first(n), kUnbounded, &payload);
+  auto readings = static_cast<size_t>(chunks[0].count);
+  while (n < chunks.size() && chunks[n].seq_first == chunks[n - 1].seq_last() + 1 &&
+         readings + static_cast<size_t>(chunks[n].count) <= options_.batch_max_readings) {
+    readings += static_cast<size_t>(chunks[n].count);
+    ++n;
   }
-  const InflightBatch batch{d.name,          Stream::kTelemetry, rows.front().seq,
-                            rows[n - 1].seq, historical,         refusals};
-  if (!PublishBatch(batch, payload)) return 0;
-  counters_.readings_sent += n;
+  // The byte bound may end the batch at an earlier chunk boundary.
+  n = EncodeTelemetryChunks(BatchHeader{options_.gateway, d.name, historical}, chunks.first(n),
+                            reader_->tag_names(), options_.batch_max_bytes, &payload_);
+  const InflightBatch batch{
+      d.name,  Stream::kTelemetry, chunks.front().seq_first, chunks[n - 1].seq_last(), historical,
+      refusals};
+  if (!PublishBatch(batch, payload_)) return 0;
+  counters_.readings_sent += static_cast<uint64_t>(batch.last - batch.first + 1);
   if (historical && options_.backlog_rate > 0) {
-    backlog_tokens_ -= static_cast<double>(payload.size());
+    backlog_tokens_ -= static_cast<double>(payload_.size());
   }
   return n;
 }
 
-void Uplink::Release(const std::string& device, std::span<const store::StoredReading> rows) {
+void Uplink::Release(const std::string& device, std::span<const store::StoredChunk> chunks) {
   if (holds_ == nullptr) return;
-  for (size_t i = 0; i < rows.size();) {
-    size_t j = i + 1;
-    while (j < rows.size() && rows[j].seq == rows[j - 1].seq + 1) ++j;
-    holds_->Release(device, rows[i].seq, rows[j - 1].seq);
-    i = j;
-  }
+  ForEachRun(chunks, [&](int64_t first, int64_t last) { holds_->Release(device, first, last); });
 }
 
 void Uplink::ReleaseSession() {

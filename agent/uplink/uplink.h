@@ -3,9 +3,10 @@
 //
 // Promise:
 // - A record is reported delivered (through the ack sink, to the store) only
-//   after the broker accepted its QoS 1 PUBLISH with a reason code below 0x80. A refused batch
-//   stays in the store, is logged and counted, and is sent again after a backoff that doubles per
-//   refusal; nothing is dropped here.
+//   after the broker accepted its QoS 1 PUBLISH with a reason code below 0x80
+//   (acks handled together whose ranges continue each other go as one range).
+//   A refused batch stays in the store, is logged and counted, and is sent
+//   again after a backoff that doubles per refusal; nothing is dropped here.
 // - Each batch is a run of consecutive sequence numbers of one device and one
 //   stream, at most batch_max_readings records and batch_max_bytes of payload
 //   (a single larger record still goes alone). Telemetry batches end on a
@@ -13,7 +14,10 @@
 //   larger than the bounds goes alone. Live readings are batched until the
 //   batch is full or batch_linger has passed since the first of them arrived.
 //   A stored chunk that no longer decodes is discarded (the store reports its
-//   readings lost), never sent and never left to block its device.
+//   readings lost), never sent and never left to block its device. Batches
+//   are encoded straight from the stored chunks; live rows waiting for their
+//   batch are kept as such chunks (about 12 bytes a reading). The backlog is
+//   read from the store in one query for as many batches as the window takes.
 // - Order of sending: the event streams (the gateway's events, alarm events,
 //   counter snapshots) first, then live telemetry, then the backlog. Rows that were already in the
 //   store when a session began are the backlog: they go out flagged historical,
@@ -161,10 +165,11 @@ class Uplink {
   struct DeviceOutbox {
     int64_t id = 0;
     std::string name;
-    int64_t live_from = 1;                      // rows below this seq are backlog (historical)
-    int64_t hist_next = 1;                      // next backlog seq to send
-    int64_t live_next = 1;                      // next live seq to fetch
-    std::vector<store::StoredReading> pending;  // live rows waiting for their batch to close
+    int64_t live_from = 1;                    // rows below this seq are backlog (historical)
+    int64_t hist_next = 1;                    // next backlog seq to send
+    int64_t live_next = 1;                    // next live seq to fetch
+    std::vector<store::StoredChunk> pending;  // live rows waiting for their batch to close
+    size_t pending_readings = 0;              // in `pending`
     MonoTime pending_since{};
     bool maybe_more = true;  // the store may hold live rows at or past live_next
   };
@@ -233,18 +238,18 @@ class Uplink {
   void SendRetries(MonoTime now);
   void SendLive(DeviceOutbox& d, MonoTime now);
   void SendHistorical(DeviceOutbox& d, MonoTime now);
-  // Publishes the leading run of consecutive seqs of `rows` that fits a batch;
-  // returns how many rows it took (0: nothing was sent).
-  size_t PublishRun(DeviceOutbox& d, std::span<const store::StoredReading> rows, bool historical,
+  // Publishes the leading run of consecutive chunks of `chunks` that fits a
+  // batch; returns how many chunks it took (0: nothing was sent).
+  size_t PublishRun(DeviceOutbox& d, std::span<const store::StoredChunk> chunks, bool historical,
                     int refusals);
   size_t PublishRecords(const std::string& device, Stream stream, int64_t from, int64_t to,
                         bool historical, int refusals);
   // Fetches a device's undelivered readings (and holds them in the store); a
   // chunk that does not decode is discarded and the fetch goes on after it.
   Status Fetch(const DeviceOutbox& d, int64_t from, int64_t to, size_t limit,
-               std::vector<store::StoredReading>& out);
+               std::vector<store::StoredChunk>& out);
   // Lets go of readings taken out of the store that are neither pending nor in flight.
-  void Release(const std::string& device, std::span<const store::StoredReading> rows);
+  void Release(const std::string& device, std::span<const store::StoredChunk> chunks);
   // Lets go of everything the session holds but has not had acked.
   void ReleaseSession();
   // Signs (if the device has a key) and publishes one batch; false if it was not sent.
@@ -287,6 +292,10 @@ class Uplink {
   int status_mid_ = -1;
   double backlog_tokens_ = 0;  // bytes the backlog may still send; negative: in debt
   MonoTime backlog_tokens_at_{};
+
+  std::vector<store::DeliveryAck> acks_;  // of the events being handled, for the ack sink
+  std::vector<store::StoredChunk> rows_;  // the backlog's and retries' fetches, reused
+  std::string payload_;                   // the batch being published, reused
 
   std::atomic<bool> new_data_{true};
   std::atomic<bool> reload_keys_{false};

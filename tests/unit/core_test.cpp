@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <bit>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -348,6 +349,54 @@ TEST(JsonWriterTest, DoublesAreShortestRoundTrip) {
     if (!std::isfinite(v)) continue;
     const std::string s = d(v);
     EXPECT_EQ(std::strtod(s.c_str(), nullptr), v) << s;
+  }
+}
+
+// FormatDouble() has a shortcut for values of at most 15 digits; whatever
+// path it takes, its text is std::to_chars's.
+TEST(JsonWriterTest, FormatDoubleWritesWhatToCharsWrites) {
+  auto check = [](double v) {
+    char a[32], b[32];
+    const std::string ours(a, FormatDouble(v, a));
+    const std::string theirs(b, std::to_chars(b, b + sizeof b, v).ptr);
+    EXPECT_EQ(ours, theirs) << std::hexfloat << v;
+    return ours == theirs;
+  };
+  for (double v : {0.0,
+                   -0.0,
+                   1.0,
+                   -1.0,
+                   9.5,
+                   10.0,
+                   99999.0,
+                   100000.0,
+                   123456.0,
+                   1200000.0,
+                   999999999999999.0,
+                   1e15,
+                   1e14,
+                   123456789012345.0,
+                   12345678901234.5,
+                   0.30000000000000004,
+                   230.60000000000002,
+                   5e-324,
+                   1e300,
+                   0.5,
+                   0.001}) {
+    check(v);
+  }
+  std::mt19937_64 rng(7);
+  const double kPow10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12};
+  int mismatches = 0;
+  for (int i = 0; i < 200000 && mismatches < 10; ++i) {
+    // Decimals of a few digits (what meters give), their neighbours, and anything.
+    const auto m = static_cast<double>(rng() % 100000000000ull);
+    double v = m / kPow10[rng() % 13];
+    if (rng() & 1) v = -v;
+    for (double x : {v, std::nextafter(v, 1e300), std::nextafter(v, -1e300),
+                     std::bit_cast<double>(rng()), static_cast<double>(static_cast<float>(v))}) {
+      if (std::isfinite(x) && !check(x)) ++mismatches;
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 #include "fakes/sequencing.h"
 #include "fakes/sqlite_peek.h"
 #include "fakes/temp_dir.h"
+#include "store/chunk_codec.h"
 #include "store/delivery_holds.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
@@ -176,6 +177,57 @@ TEST_F(StoreTest, FetchReturnsWholeChunksInSequenceOrder) {
   EXPECT_TRUE(Fetch(reader, id, 2, 5).empty()) << "no chunk starts in 2..5";
 }
 
+// The uplink's fetch: the same chunks, limits and bad chunks as
+// FetchUndelivered, kept as stored, with every tag id they use named.
+TEST_F(StoreTest, FetchChunksHandsOutTheStoredChunksWithTheirTagNames) {
+  auto store = OpenStore();
+  ASSERT_TRUE(
+      Sequencer(*store).Write({Batch("a", 5), Batch("a", 5), Batch("a", 5), Batch("a", 5)}).ok());
+  OutboxReader reader = OpenReader();
+  const int64_t id = Backlog(reader, "a").id;
+  std::vector<StoredChunk> chunks;
+  ASSERT_TRUE(reader.FetchChunks(id, 6, 16, 7, chunks).ok());
+  ASSERT_EQ(chunks.size(), 2u) << "the limit is reached inside the second chunk, which comes whole";
+  EXPECT_EQ(chunks[0].seq_first, 6);
+  EXPECT_EQ(chunks[1].seq_last(), 15);
+  const std::vector<StoredReading> rows = Fetch(reader, id, 6, 16, 7);
+  size_t k = 0;
+  for (const StoredChunk& c : chunks) {
+    std::vector<ChunkReading> decoded;
+    ASSERT_TRUE(DecodeChunk(c.data, c.count, decoded).ok());
+    for (const ChunkReading& r : decoded) {
+      ASSERT_LT(k, rows.size());
+      const std::string* tag = reader.tag_names().Find(r.tag_id);
+      ASSERT_NE(tag, nullptr);
+      EXPECT_EQ(*tag, rows[k].tag);
+      EXPECT_EQ(r.value, rows[k].value);
+      EXPECT_EQ(r.ts_ms, rows[k].ts_ms);
+      ++k;
+    }
+  }
+  EXPECT_EQ(k, rows.size());
+  chunks.clear();
+  ASSERT_TRUE(reader.FetchChunks(id, 16, 16, 1, chunks).ok());
+  ASSERT_EQ(chunks.size(), 1u) << "at least one chunk, even past the limit";
+
+  // A chunk that does not decode: described when it comes first, else the
+  // fetch ends before it.
+  Result<Db> db = Db::Open(Options().path, /*create=*/false);
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE(db->Exec("UPDATE chunks SET data = x'01' WHERE seq_first = 11").ok());
+  chunks.clear();
+  ASSERT_TRUE(reader.FetchChunks(id, 1, 20, 100, chunks).ok());
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks.back().seq_last(), 10);
+  chunks.clear();
+  BadChunk bad;
+  Status s = reader.FetchChunks(id, 11, 20, 100, chunks, &bad);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+  EXPECT_TRUE(chunks.empty());
+  EXPECT_EQ(bad.seq_first, 11);
+  EXPECT_EQ(bad.count, 5);
+}
+
 TEST_F(StoreTest, APollLargerThanAChunkIsSplit) {
   StoreOptions o = Options();
   o.max_chunk_readings = 4;
@@ -285,6 +337,31 @@ std::string Ranges(const DeliveryHolds& holds) {
     out += r.device + ":" + std::to_string(r.first) + ".." + std::to_string(r.last) + " ";
   }
   return out;
+}
+
+TEST(TagNamesTest, FindsEveryNameAddedWhateverItsId) {
+  TagNames names;
+  EXPECT_EQ(names.Find(1), nullptr);
+  names.Add(5, "five");
+  names.Add(10'000'000, "far");  // past the dense range: kept apart
+  names.Add(-3, "negative");
+  names.Add(6'000, "early");  // past the dense range when it comes, inside it later
+  for (int64_t id = 6; id < 9000; ++id) {
+    if (id != 6'000) names.Add(id, "t" + std::to_string(id));
+  }
+  ASSERT_NE(names.Find(5), nullptr);
+  EXPECT_EQ(*names.Find(5), "five");
+  ASSERT_NE(names.Find(10'000'000), nullptr);
+  EXPECT_EQ(*names.Find(10'000'000), "far");
+  ASSERT_NE(names.Find(-3), nullptr);
+  EXPECT_EQ(*names.Find(-3), "negative");
+  ASSERT_NE(names.Find(8'999), nullptr);
+  EXPECT_EQ(*names.Find(8'999), "t8999");
+  ASSERT_NE(names.Find(6'000), nullptr);
+  EXPECT_EQ(*names.Find(6'000), "early");
+  EXPECT_EQ(names.Find(4), nullptr);
+  EXPECT_EQ(names.Find(9'000), nullptr);
+  EXPECT_EQ(names.Find(10'000'001), nullptr);
 }
 
 TEST(DeliveryHoldsTest, HoldsAreAUnionPerDevice) {

@@ -15,6 +15,7 @@
 #include "agent/uplink/signing.h"
 #include "fakes/fake_mqtt_client.h"
 #include "fakes/sequencing.h"
+#include "fakes/sqlite_peek.h"
 #include "fakes/temp_dir.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
@@ -389,6 +390,56 @@ TEST_F(UplinkTest, TheInflightWindowIsBounded) {
   Turn();
   EXPECT_EQ(mqtt_->Telemetry().size(), 3u);
   EXPECT_EQ(uplink_->inflight(), 2u);
+}
+
+// The backlog is read for the whole window at once; what does not fit the
+// window is let go of, and acks handled together reach the store as one range.
+TEST_F(UplinkTest, TheBacklogIsReadForTheWindowAndAcksThatContinueEachOtherGoAsOne) {
+  options_.batch_max_readings = 10;
+  options_.max_inflight = 3;
+  OpenStore(7);
+  for (int i = 0; i < 9; ++i) Store("d", 7);  // 9 chunks of 7: a batch holds one
+  Build();
+  Connect();
+  auto ranges = [this] {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (const auto& p : mqtt_->Telemetry()) {
+      out.emplace_back(IntField(p.payload, "seq_first"), IntField(p.payload, "seq_last"));
+    }
+    return out;
+  };
+  using R = std::vector<std::pair<int64_t, int64_t>>;
+  EXPECT_EQ(ranges(), (R{{1, 7}, {8, 14}, {15, 21}}));
+  EXPECT_EQ(holds_.HeldCount(), 21) << "the chunks read past the window are let go of";
+
+  mqtt_->AckAll();
+  Turn();
+  ASSERT_EQ(acks_.size(), 1u);
+  EXPECT_EQ(acks_[0].seq_first, 1);
+  EXPECT_EQ(acks_[0].seq_last, 21);
+  EXPECT_EQ(ranges(), (R{{1, 7}, {8, 14}, {15, 21}, {22, 28}, {29, 35}, {36, 42}}));
+  EXPECT_EQ(holds_.HeldCount(), 21);
+
+  // Acks of batches that do not continue each other stay apart.
+  const auto sent = mqtt_->Telemetry();
+  mqtt_->Ack(sent[3].mid);
+  mqtt_->Ack(sent[5].mid);
+  Turn();
+  ASSERT_EQ(acks_.size(), 3u);
+  EXPECT_EQ(acks_[1].seq_first, 22);
+  EXPECT_EQ(acks_[1].seq_last, 28);
+  EXPECT_EQ(acks_[2].seq_first, 36);
+  EXPECT_EQ(acks_[2].seq_last, 42);
+  for (int i = 0; i < 10 && uplink_->counters().readings_acked.load() < 63; ++i) {
+    mqtt_->AckAll();
+    Turn();
+  }
+  EXPECT_EQ(uplink_->counters().readings_acked.load(), 63u);
+  EXPECT_EQ(uplink_->counters().readings_sent.load(), 63u) << "nothing went twice";
+  EXPECT_EQ(holds_.HeldCount(), 0);
+  EXPECT_EQ(
+      testing::SqlInt(dir_.File("tagrelay.db"), "SELECT count(*) FROM chunks WHERE delivered = 0"),
+      0);
 }
 
 TEST_F(UplinkTest, LiveRowsWaitForTheLingerOrAFullBatch) {

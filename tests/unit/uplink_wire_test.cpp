@@ -3,12 +3,15 @@
 // checked against docs/schema/ by the integration tests' reference receiver.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "agent/rules/records.h"
 #include "agent/uplink/signing.h"
 #include "agent/uplink/telemetry.h"
+#include "store/chunk_codec.h"
 
 namespace tagrelay::uplink {
 namespace {
@@ -90,6 +93,105 @@ TEST(EncodeTelemetryTest, OneReadingLargerThanTheBoundStillGoesAlone) {
   EXPECT_EQ(EncodeTelemetry({"gw", "d", true}, rows, 10, &out), 1u);
   EXPECT_NE(out.find("\"seq_first\":1,\"seq_last\":1,\"historical\":true"), std::string::npos)
       << out;
+}
+
+// Chunks as the store keeps them, and the StoredReadings they decode to.
+struct StoredRun {
+  std::vector<store::StoredChunk> chunks;
+  std::vector<store::StoredReading> rows;
+  store::TagNames names;
+};
+
+StoredRun MakeRun(int64_t first, const std::vector<std::vector<Reading>>& polls) {
+  StoredRun run;
+  std::vector<std::string> tags;
+  int64_t seq = first;
+  for (const std::vector<Reading>& poll : polls) {
+    std::vector<int64_t> ids;
+    for (const Reading& r : poll) {
+      auto it = std::find(tags.begin(), tags.end(), r.tag);
+      if (it == tags.end()) {
+        tags.push_back(r.tag);
+        run.names.Add(static_cast<int64_t>(tags.size()), r.tag);
+        it = tags.end() - 1;
+      }
+      ids.push_back(it - tags.begin() + 1);
+    }
+    store::StoredChunk c{seq, static_cast<int64_t>(poll.size()), {}};
+    store::EncodeChunk(poll, ids, &c.data);
+    for (size_t i = 0; i < poll.size(); ++i) {
+      const Reading& r = poll[i];
+      run.rows.push_back(store::StoredReading{seq++, r.tag, r.ts_ms, r.value, r.quality, r.error,
+                                              i + 1 == poll.size()});
+    }
+    run.chunks.push_back(std::move(c));
+  }
+  return run;
+}
+
+std::vector<std::vector<Reading>> EveryKindOfPoll() {
+  const int64_t t = 1763800000000;
+  return {
+      {Reading::Good("voltage_l1", t, 230.5), Reading::Good("voltage_l2", t, 231.0),
+       Reading::Good("energy_total", t, uint64_t{18446744073709551615u})},
+      {Reading::Good("voltage_l1", t + 1000, 0.1 + 0.2), Reading::Good("count", t + 1000, -7),
+       Reading::Good("on", t + 1000, true), Reading::Good("off", t + 999, false)},
+      {Reading::Good("text", t + 2000, std::string("h\xC3\xA9llo \"q\" \\ \x01 \xFF")),
+       Reading::Bad("voltage_l1", t + 2000, "exception:2"),
+       Reading{"voltage_l2", t + 2000, 1.5, Quality::kUncertain, "stale"},
+       Reading{"tag \"quoted\"", t + 2000, std::numeric_limits<double>::quiet_NaN(), Quality::kGood,
+               "ignored while good"},
+       Reading::Good("inf", -5, -std::numeric_limits<double>::infinity())},
+      {Reading::Good("big", t + 3000, 1e21), Reading::Good("small", t + 3000, 5e-324),
+       Reading::Good("neg", t + 3000, -0.0), Reading::Good("empty", t + 3000, std::string())},
+  };
+}
+
+TEST(EncodeTelemetryChunksTest, WritesTheBytesOfTheReadingsTheChunksHold) {
+  const StoredRun run = MakeRun(98, EveryKindOfPoll());
+  for (bool historical : {false, true}) {
+    const BatchHeader h{"gw", "meter-3", historical};
+    std::string out;
+    EXPECT_EQ(EncodeTelemetryChunks(h, run.chunks, run.names, kUnbounded, &out), run.chunks.size());
+    EXPECT_EQ(out, EncodeTelemetry(h, run.rows));
+  }
+  std::string out;
+  EncodeTelemetryChunks({"gw", "", false}, run.chunks, run.names, kUnbounded, &out);
+  EXPECT_EQ(out, EncodeTelemetry({"gw", "", false}, run.rows)) << "no device";
+}
+
+TEST(EncodeTelemetryChunksTest, TakesTheLeadingWholeChunksThatFitTheByteBound) {
+  std::vector<std::vector<Reading>> polls;
+  for (int p = 0; p < 40; ++p) {
+    std::vector<Reading> poll;
+    for (int i = 0; i <= p % 7; ++i) {
+      poll.push_back(Reading::Good("t" + std::to_string(i), 1763800000000 + p * 1000,
+                                   230.0 + (p * 7 + i) / 10.0));
+    }
+    polls.push_back(poll);
+  }
+  // Seqs that gain a digit inside the run: seq_last's width changes the size.
+  const StoredRun run = MakeRun(9990, polls);
+  const BatchHeader h{"gw", "d", true};
+  const size_t all = EncodeTelemetry(h, run.rows).size();
+  for (size_t max = 100; max <= all + 1; max += 37) {
+    std::string out;
+    const size_t n = EncodeTelemetryChunks(h, run.chunks, run.names, max, &out);
+    ASSERT_GE(n, 1u);
+    size_t readings = 0;
+    for (size_t i = 0; i < n; ++i) readings += static_cast<size_t>(run.chunks[i].count);
+    EXPECT_EQ(out, EncodeTelemetry(h, std::span(run.rows).first(readings))) << max;
+    if (n > 1) {
+      EXPECT_LE(out.size(), max);
+    }
+    if (n < run.chunks.size()) {
+      const size_t more = readings + static_cast<size_t>(run.chunks[n].count);
+      EXPECT_GT(EncodeTelemetry(h, std::span(run.rows).first(more)).size(), max)
+          << "one more chunk would not have fitted";
+    } else {
+      EXPECT_GE(max, all);
+    }
+  }
 }
 
 TEST(EncodeRecordsTest, AlarmRecordsGoIntoTheBatchAsStored) {
