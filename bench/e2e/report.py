@@ -400,7 +400,8 @@ METHOD = """## Method
   (a raw libmodbus read loop of the same register count; the RTU line's
   theoretical rate), bench/uplink_drain_bench.cpp via bench/uplink_bench.py (a raw
   libmosquitto QoS 1 publish loop of the same payload sizes and inflight window over
-  TLS; both timed from the connection on, over 1,000,000 readings; the drain also
+  TLS; both timed from the connection on, over `--drain-readings` readings, 5,000,000 by
+  default (1,000,000 before 2026-11-22); the drain also
   reads the store, decodes its chunks and encodes the JSON batches).
 - **Memory**: peak RSS is VmHWM, which counts the pages of shared libraries the
   process touched as well as its own; the split and where the agent's own memory
