@@ -1092,6 +1092,8 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
     std::set<std::string> names;
     std::vector<modbus::TagSpec> own;
     std::vector<std::string> own_descriptions;
+    own.reserve(tags.size());
+    own_descriptions.reserve(tags.size());
     for (const toml::table* tt : tags) {
       std::string description;
       modbus::TagSpec tag =
@@ -1102,6 +1104,10 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
       own.push_back(std::move(tag));
       own_descriptions.push_back(std::move(description));
     }
+    std::vector<modbus::TagSpec> tag_list;
+    std::vector<std::string> descriptions;
+    tag_list.reserve(own.size() + (profile ? profile->tags.size() : 0));
+    descriptions.reserve(tag_list.capacity());
     if (profile) {
       if (only) {
         std::set<std::string> known;
@@ -1121,8 +1127,8 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
                                  [&](const modbus::TagSpec& o) { return o.name == tag.name; });
         if (mine != own.end()) {
           const size_t k = static_cast<size_t>(mine - own.begin());
-          d.tags.push_back(std::move(*mine));
-          d.tag_descriptions.push_back(std::move(own_descriptions[k]));
+          tag_list.push_back(std::move(*mine));
+          descriptions.push_back(std::move(own_descriptions[k]));
           own.erase(mine);
           own_descriptions.erase(own_descriptions.begin() + static_cast<std::ptrdiff_t>(k));
           continue;
@@ -1133,13 +1139,19 @@ std::vector<DeviceConfig> ParseDevices(Parser& p, const toml::table& root) {
           s.Bad("profile", "profile tag '" + tag.name + "': " + problem,
                 "the device's limits (max_registers, max_bits) are smaller than this tag needs");
         }
-        d.tags.push_back(tag);
-        d.tag_descriptions.push_back(profile->descriptions[i]);
+        tag_list.push_back(tag);
+        descriptions.push_back(profile->descriptions[i]);
       }
     }
     for (size_t i = 0; i < own.size(); ++i) {
-      d.tags.push_back(std::move(own[i]));
-      d.tag_descriptions.push_back(std::move(own_descriptions[i]));
+      tag_list.push_back(std::move(own[i]));
+      descriptions.push_back(std::move(own_descriptions[i]));
+    }
+    d.tags = std::move(tag_list);
+    // Descriptions are kept only if a tag has one: most devices have none.
+    if (std::any_of(descriptions.begin(), descriptions.end(),
+                    [](const std::string& x) { return !x.empty(); })) {
+      d.tag_descriptions = std::move(descriptions);
     }
     devices.push_back(std::move(d));
   }
@@ -1729,14 +1741,21 @@ ConfigResult LoadConfig(const std::string& path) {
                                      "pass another file with --config PATH"});
     return out;
   }
-  std::string text(static_cast<size_t>(kMaxConfigBytes) + 1, '\0');
-  in.read(text.data(), kMaxConfigBytes + 1);
-  if (in.gcount() > kMaxConfigBytes) {
-    out.errors.push_back(
-        ConfigError{path, 0, 0, "the file is larger than 4 MiB; is it a config file?", {}});
-    return out;
+  // Read in pieces, so that the text takes the file's size and not the limit's.
+  std::string text;
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= kMaxConfigBytes) {
+    text.reserve(static_cast<size_t>(st.st_size));
   }
-  text.resize(static_cast<size_t>(in.gcount()));
+  char piece[64 * 1024];
+  while (in.read(piece, sizeof piece) || in.gcount() > 0) {
+    text.append(piece, static_cast<size_t>(in.gcount()));
+    if (text.size() > static_cast<size_t>(kMaxConfigBytes)) {
+      out.errors.push_back(
+          ConfigError{path, 0, 0, "the file is larger than 4 MiB; is it a config file?", {}});
+      return out;
+    }
+  }
   return ParseConfig(text, path);
 }
 

@@ -7,7 +7,10 @@
 // dangling references are errors; nothing is silently ignored, clipped or
 // defaulted past what docs/configuration.md states.
 //
-// Threads: plain values; parsed on the main thread, copied into components.
+// Threads: plain values; parsed on the main thread, copied into components. A
+// device's tags (and their descriptions) are immutable lists that the copies
+// share (agent/core/shared_list.h), so the pollers and the uplink hold no copy
+// of their own.
 #pragma once
 
 #include <chrono>
@@ -17,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/core/shared_list.h"
 #include "agent/rules/rules.h"
 #include "agent/uplink/mqtt_client.h"
 #include "drivers/modbus/types.h"
@@ -86,8 +90,9 @@ struct DeviceConfig {
   std::string api_key_file;  // signs this device's batches; empty: unsigned
   std::string profile;       // the profile its tags came from; empty: none
   modbus::PlanLimits limits;
-  std::vector<modbus::TagSpec> tags;
-  std::vector<std::string> tag_descriptions;  // one per tag, "" if none
+  modbus::TagList tags;
+  // One per tag ("" if none), or empty if no tag of the device has a description.
+  SharedList<std::string> tag_descriptions;
 
   modbus::DeviceSpec Spec() const;
 };

@@ -1,5 +1,6 @@
 #include "agent/service.h"
 
+#include <malloc.h>
 #include <signal.h>
 
 #include <chrono>
@@ -24,6 +25,15 @@ constexpr milliseconds kTick{1000};
 constexpr milliseconds kStatusEvery{5000};
 constexpr std::chrono::minutes kReloadWatchdog{5};
 
+// Gives the pages of freed memory back to the system. Reading a config frees its TOML tree
+// (some 4.5 MB for 10,000 tags) and building the workers frees temporaries; without this their
+// pages would stay resident until the heap happens to reuse them.
+void ReleaseFreedMemory() {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
 // Loads the new config and applies it; false if the agent must exit.
 bool Reload(Supervisor& supervisor, const std::string& path) {
   ConfigResult r = LoadConfig(path);
@@ -37,6 +47,7 @@ bool Reload(Supervisor& supervisor, const std::string& path) {
     return true;
   }
   Status s = supervisor.Reload(std::move(*r.config));
+  ReleaseFreedMemory();
   if (s.code() == StatusCode::kInternal) {
     Log(LogLevel::kError, "agent", s.ToString() + "; exiting");
     return false;
@@ -81,6 +92,7 @@ int RunService(const std::string& config_path) {
     Log(LogLevel::kError, "agent", "cannot start: " + s.ToString());
     return kExitRuntime;
   }
+  ReleaseFreedMemory();
   const auto status_line = [&supervisor] {
     auto snapshot = supervisor.LatestStatus();
     return snapshot ? NotifyStatusLine(*snapshot) : std::string("running");

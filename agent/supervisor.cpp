@@ -104,12 +104,17 @@ uplink::UplinkOptions UplinkOptionsOf(const Config& c) {
     uplink::UplinkDevice u;
     u.id = d.id;
     u.api_key_file = d.api_key_file;
-    for (size_t i = 0; i < d.tags.size(); ++i) {
-      const modbus::TagSpec& t = d.tags[i];
-      u.tags.push_back(
-          uplink::TagInfo{t.name, std::string(modbus::DataTypeName(t.type)), t.unit,
-                          i < d.tag_descriptions.size() ? d.tag_descriptions[i] : std::string()});
-    }
+    // Made at each birth from the config's tag lists, which the pollers share.
+    u.tags = [tags = d.tags, descriptions = d.tag_descriptions] {
+      std::vector<uplink::TagInfo> out;
+      out.reserve(tags.size());
+      for (size_t i = 0; i < tags.size(); ++i) {
+        const modbus::TagSpec& t = tags[i];
+        out.push_back(uplink::TagInfo{t.name, std::string(modbus::DataTypeName(t.type)), t.unit,
+                                      i < descriptions.size() ? descriptions[i] : std::string()});
+      }
+      return out;
+    };
     o.devices.push_back(std::move(u));
   }
   o.version = kVersion;

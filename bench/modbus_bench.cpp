@@ -128,13 +128,15 @@ DeviceSpec BenchDevice(int unit) {
   d.id = "bench";
   d.unit_id = unit;
   d.poll = std::chrono::milliseconds(10);
+  std::vector<TagSpec> tags;
   for (uint16_t a = 0; a < g_registers; ++a) {
     TagSpec t;
     t.name = "r" + std::to_string(a);
     t.address = a;
     t.type = a % 2 == 0 ? DataType::kUint16 : DataType::kInt16;
-    d.tags.push_back(t);
+    tags.push_back(t);
   }
+  d.tags = std::move(tags);
   return d;
 }
 

@@ -3,7 +3,8 @@ workload and its wake-ups when idle, measured on this machine's build.
 
 Nominal workload: 100 devices x 100 tags polled every second (10,000 readings/s),
 served by tagrelay-modbus-sim, forwarded over TLS (mosquitto with a private CA, as
-the integration tests set it up) to a subscriber that counts what arrives.
+the integration tests set it up), every device's batches signed with its own key,
+to a subscriber that counts what arrives.
 
   1. a run without limit: peak RSS (VmHWM) of the agent;
   2. the same run inside a memory cgroup of 64 MiB (cgroup v2 memory.max, else
@@ -19,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -71,6 +73,7 @@ class Counter:
 
 
 def nominal_config(work, broker_port, sim_port, key_file, ca_file, buses, devices, tags, poll):
+    """Every device signs its batches with a key of its own (api_key_file)."""
     lines = [f"""
 [gateway]
 id = "{GATEWAY}"
@@ -90,8 +93,10 @@ socket = "{work.path}/status.sock"
         lines.append(f'[[bus]]\nname = "bus{b}"\ntype = "tcp"\nhost = "127.0.0.1"\n'
                      f'port = {sim_port}\n')
         for u in range(per_bus):
-            lines.append(f'[[device]]\nid = "dev{b}-{u}"\nbus = "bus{b}"\nunit = {u + 1}\n'
-                         f'poll = "{poll}"\n')
+            dev = f"dev{b}-{u}"
+            dev_key = work.file(f"{dev}.key", secrets.token_hex(24) + "\n", mode=0o600)
+            lines.append(f'[[device]]\nid = "{dev}"\nbus = "bus{b}"\nunit = {u + 1}\n'
+                         f'poll = "{poll}"\napi_key_file = "{dev_key}"\n')
             for t in range(tags):
                 lines.append(f'  [[device.tag]]\n  name = "t{t}"\n  address = {t}\n')
     return work.file("nominal.toml", "\n".join(lines), mode=0o644)
@@ -345,7 +350,8 @@ def main():
         key_file = work.file("gateway.key", GATEWAY_KEY + "\n", mode=0o600)
         nominal = args.devices * args.tags
         print(f"workload: {args.devices} devices x {args.tags} tags every {args.poll} "
-              f"({args.buses} Modbus TCP buses), TLS uplink; {args.seconds:.0f} s per run")
+              f"({args.buses} Modbus TCP buses), TLS uplink, signed per device; "
+              f"{args.seconds:.0f} s per run")
 
         free = run_nominal(args, work, broker, sim_handle, pki, key_file, None)
         if free["died"] is not None:

@@ -316,9 +316,9 @@ Result<RingStore::DeviceEntry*> RingStore::Device(const std::string& name, int64
   return &devices_.emplace(name, std::move(e)).first->second;
 }
 
-Result<int64_t> RingStore::TagId(DeviceEntry& d, const std::string& tag) {
+Result<const RingStore::TagEntry*> RingStore::TagId(DeviceEntry& d, const std::string& tag) {
   auto it = d.tag_ids.find(tag);
-  if (it != d.tag_ids.end()) return it->second;
+  if (it != d.tag_ids.end()) return &*it;
   find_tag_.BindInt(1, d.id);
   find_tag_.BindText(2, tag);
   Result<bool> row = find_tag_.Step();
@@ -331,8 +331,7 @@ Result<int64_t> RingStore::TagId(DeviceEntry& d, const std::string& tag) {
     TR_RETURN_IF_ERROR(insert_tag_.Run());
     id = db_.LastInsertId();
   }
-  d.tag_ids.emplace(tag, id);
-  return id;
+  return &*d.tag_ids.emplace(tag, id).first;
 }
 
 Status RingStore::Insert(const SequencedBatch& batch) {
@@ -343,14 +342,13 @@ Status RingStore::Insert(const SequencedBatch& batch) {
   if (d.poll_order.size() < n) d.poll_order.resize(n);
   std::vector<int64_t> tag_ids(n);
   for (size_t i = 0; i < n; ++i) {
-    auto& [cached_name, tag_id] = d.poll_order[i];
-    if (tag_id == 0 || cached_name != batch.readings[i].tag) {
-      Result<int64_t> id = TagId(d, batch.readings[i].tag);
-      if (!id.ok()) return id.status();
-      cached_name = batch.readings[i].tag;
-      tag_id = *id;
+    const TagEntry*& cached = d.poll_order[i];
+    if (cached == nullptr || cached->first != batch.readings[i].tag) {
+      Result<const TagEntry*> entry = TagId(d, batch.readings[i].tag);
+      if (!entry.ok()) return entry.status();
+      cached = *entry;
     }
-    tag_ids[i] = tag_id;
+    tag_ids[i] = cached->second;
   }
   const size_t max = std::max<size_t>(1, options_.max_chunk_readings);
   const std::span<const Reading> all(batch.readings);

@@ -115,10 +115,11 @@ class RingStore {
     int64_t id = 0;
     int64_t next_seq = 1;
     std::unordered_map<std::string, int64_t> tag_ids;
-    // The tags of the last poll in their order: a device's polls list their
+    // The tags of the last poll in their order, as entries of tag_ids (whose
+    // elements never move, and are never erased): a device's polls list their
     // tags in the same order, so the i-th reading's tag is usually found here
     // by one string compare instead of a hash lookup.
-    std::vector<std::pair<std::string, int64_t>> poll_order;
+    std::vector<const std::pair<const std::string, int64_t>*> poll_order;  // null: none yet
   };
 
   RingStore(Db db, const StoreOptions& options, SequenceReservations reservations,
@@ -126,7 +127,9 @@ class RingStore {
   Status Prepare();
   Status LoadCounts();
   Result<DeviceEntry*> Device(const std::string& name, int64_t first_seq);
-  Result<int64_t> TagId(DeviceEntry& d, const std::string& tag);
+  using TagEntry = std::pair<const std::string, int64_t>;  // an element of DeviceEntry::tag_ids
+  // The tag's entry (name, id), looked up, else added to the store.
+  Result<const TagEntry*> TagId(DeviceEntry& d, const std::string& tag);
   Result<int64_t*> StreamNext(const std::string& stream, const std::string& device);
 
   // Transactions: Commit() first makes the sequence marks cover every number

@@ -838,8 +838,9 @@ void Uplink::PublishBirths() {
 void Uplink::PublishBirth(const UplinkDevice& device) {
   const std::string topic =
       DeviceTopic(options_.topic_prefix, options_.gateway, device.id, "birth");
-  const std::string payload = EncodeBirth(options_.gateway, device.id, device.tags,
-                                          options_.config_digest, clock_.wall_ms());
+  const std::vector<TagInfo> tags = device.tags ? device.tags() : std::vector<TagInfo>();
+  const std::string payload =
+      EncodeBirth(options_.gateway, device.id, tags, options_.config_digest, clock_.wall_ms());
   std::vector<UserProperty> props;
   if (const DeviceKey* k = KeyOf(device.id); k != nullptr && !k->key.empty()) {
     props.push_back(UserProperty{"kid", k->kid});

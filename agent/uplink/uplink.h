@@ -72,7 +72,10 @@ namespace tagrelay::uplink {
 struct UplinkDevice {
   std::string id;
   std::string api_key_file;  // empty: its messages go unsigned
-  std::vector<TagInfo> tags;
+  // Its tags, for its birth: made each time a birth is published, from what the caller shares
+  // with the rest of the agent, so that the uplink holds no copy of every tag's metadata.
+  // Called on the uplink thread; none: a birth without tags.
+  std::function<std::vector<TagInfo>()> tags;
 };
 
 struct UplinkOptions {

@@ -3,11 +3,12 @@
 // from.
 //
 // Promise: addresses are 0-based protocol addresses, exactly what goes on the
-// wire. The specs are plain values, checked by the agent's config validation
-// before a poller sees them (ValidateTag() and ValidateDevice() hold the rules
-// that the config and the probe command share).
+// wire. The specs are plain values (a device's tags an immutable list that its
+// copies share), checked by the agent's config validation before a poller sees
+// them (ValidateTag() and ValidateDevice() hold the rules that the config and
+// the probe command share).
 //
-// Threads: plain values.
+// Threads: plain values; a TagList may be read and copied from any thread.
 #pragma once
 
 #include <chrono>
@@ -17,11 +18,13 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/core/shared_list.h"
+
 namespace tagrelay::modbus {
 
-enum class Table { kCoil, kDiscrete, kInput, kHolding };
+enum class Table : uint8_t { kCoil, kDiscrete, kInput, kHolding };
 
-enum class DataType {
+enum class DataType : uint8_t {
   kBool,  // a coil or discrete input; on a register table: the register is not 0
   kBit,   // one bit of a register (TagSpec::bit)
   kInt16,
@@ -40,7 +43,7 @@ enum class DataType {
 // default), CDAB has the words (registers) swapped, BADC the bytes within each
 // register, DCBA is little-endian. For 8-byte values the same four orders are
 // also spelled ABCDEFGH, GHEFCDAB, BADCFEHG and HGFEDCBA.
-enum class WordOrder { kABCD, kCDAB, kBADC, kDCBA };
+enum class WordOrder : uint8_t { kABCD, kCDAB, kBADC, kDCBA };
 
 // Whether an order reverses the registers and/or swaps the two bytes of each.
 inline bool SwapsWords(WordOrder o) { return o == WordOrder::kCDAB || o == WordOrder::kDCBA; }
@@ -92,6 +95,10 @@ struct TagSpec {
   std::chrono::milliseconds poll{0};
 };
 
+// A device's tags, immutable and shared (agent/core/shared_list.h): the agent's config, the
+// device's poller and the uplink's birth of the device read one list instead of a copy each.
+using TagList = SharedList<TagSpec>;
+
 // Registers (or bits, in a coil/discrete table) that the tag occupies.
 uint16_t ElementCount(const TagSpec& tag);
 // Registers a value of fixed-size type `t` occupies (strings: 0, see ElementCount).
@@ -112,7 +119,7 @@ struct DeviceSpec {
   std::string id;
   int unit_id = 1;
   std::chrono::milliseconds poll{1000};
-  std::vector<TagSpec> tags;
+  TagList tags;
   PlanLimits limits;
 };
 

@@ -398,4 +398,5 @@ poll = "{poll}"
   address = 2
   type = "float32"
   unit = "V"
+  description = "the simulator's input voltage"
 """, mode=0o644)

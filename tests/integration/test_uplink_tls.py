@@ -175,6 +175,9 @@ class TlsSessionTest(TlsTestBase):
         birth_tags = {t["name"]: t for t in core.births[(GATEWAY, DEVICE)]["tags"]}
         self.assertEqual(birth_tags["temperature"], {"name": "temperature", "type": "int16",
                                                      "unit": "degC"})
+        self.assertEqual(birth_tags["voltage"], {"name": "voltage", "type": "float32",
+                                                 "unit": "V",
+                                                 "description": "the simulator's input voltage"})
         states = [s["state"] for s in core.status]
         self.assertIn("online", states)
         self.assertEqual(states[-1], "offline")

@@ -103,6 +103,8 @@ order = "CDAB"
   EXPECT_EQ(d.tags[0].table, modbus::Table::kInput);
   EXPECT_EQ(d.tags[0].address, 0);
   EXPECT_EQ(d.tags[0].order, modbus::WordOrder::kCDAB);
+  EXPECT_EQ(&d.tags[0], &r.config->devices[0].tags[0]) << "the poller's spec shares the tags";
+  EXPECT_EQ(r.config->devices[0].tag_descriptions.size(), 0u) << "no tag has a description";
 }
 
 TEST(ConfigModbusTest, RtuOverTcpBus) {

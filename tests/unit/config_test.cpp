@@ -1479,6 +1479,31 @@ TEST_F(ConfigWithFilesTest, LoadConfigReadsTheFile) {
   EXPECT_EQ(loaded.config->digest, Parse(kMinimal).config->digest);
 }
 
+TEST_F(ConfigWithFilesTest, LoadConfigReadsAFileOfTheLargestSize) {
+  // Read in pieces: all of a 4 MiB file, none of it lost or repeated.
+  std::string text = kMinimal;
+  text += "\n#";
+  text.append((4u << 20) - text.size() - 1, 'x');
+  text += "\n";
+  ASSERT_EQ(text.size(), 4u << 20);
+  const ConfigResult loaded = LoadConfig(WriteFile("big.toml", text, 0644));
+  ASSERT_TRUE(Ok(loaded));
+  EXPECT_EQ(loaded.config->digest, Parse(text).config->digest);
+}
+
+TEST_F(ConfigWithFilesTest, LoadConfigRefusesAFileLargerThan4MiB) {
+  std::string text = kMinimal;
+  text += "\n#";
+  text.append((4u << 20) - text.size(), 'x');
+  text += "\n";
+  const std::string path = WriteFile("huge.toml", text, 0644);
+  const ConfigResult r = LoadConfig(path);
+  EXPECT_FALSE(r.config.has_value());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].ToString(),
+            path + ": error: the file is larger than 4 MiB; is it a config file?");
+}
+
 TEST_F(ConfigWithFilesTest, LoadConfigOfAMissingFileHasNoPlace) {
   const std::string path = dir_ + "/missing.toml";
   const ConfigResult r = LoadConfig(path);

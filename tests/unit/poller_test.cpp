@@ -351,10 +351,11 @@ TEST_F(PollerTest, AnEndpointOutageMarksDevicesDownWithoutDeviceBackoff) {
 }
 
 TEST_F(PollerTest, ExceptionTwoSplitsTheRequestUntilTheBadTagIsIsolated) {
-  DeviceSpec d{"d", 1, milliseconds(1000), {}, {}};
+  std::vector<TagSpec> tags;
   for (uint16_t a = 0; a < 10; ++a) {
-    d.tags.push_back(Tag("r" + std::to_string(a), Table::kHolding, a, DataType::kUint16));
+    tags.push_back(Tag("r" + std::to_string(a), Table::kHolding, a, DataType::kUint16));
   }
+  DeviceSpec d{"d", 1, milliseconds(1000), std::move(tags), {}};
   Build({d});
   for (uint16_t a = 0; a < 10; ++a) transport_->registers[{Table::kHolding, a}] = a * 10;
   transport_->refused = {{Table::kHolding, 6}};
@@ -460,7 +461,9 @@ INSTANTIATE_TEST_SUITE_P(Codes, PollerGatewayExceptionTest, ::testing::Values(10
 
 TEST_F(PollerTest, TagsWithTheirOwnIntervalFormPollGroups) {
   DeviceSpec d = Meter("d", 1);
-  d.tags[1].poll = milliseconds(250);  // temp, 4 times a second
+  std::vector<TagSpec> tags = d.tags;
+  tags[1].poll = milliseconds(250);  // temp, 4 times a second
+  d.tags = std::move(tags);
   Build({d});
   RunFor(milliseconds(1000));
   ASSERT_EQ(batches_.size(), 4u);
@@ -474,10 +477,13 @@ TEST_F(PollerTest, TagsWithTheirOwnIntervalFormPollGroups) {
 }
 
 TEST_F(PollerTest, CoilsAndDiscreteInputsDecodeAsBool) {
-  DeviceSpec d{"d", 1, milliseconds(1000), {}, {}};
-  d.tags.push_back(Tag("run", Table::kCoil, 4, DataType::kBool));
-  d.tags.push_back(Tag("fault", Table::kDiscrete, 0, DataType::kBool));
-  d.tags.push_back(Tag("door", Table::kCoil, 5, DataType::kBool));
+  DeviceSpec d{"d",
+               1,
+               milliseconds(1000),
+               {Tag("run", Table::kCoil, 4, DataType::kBool),
+                Tag("fault", Table::kDiscrete, 0, DataType::kBool),
+                Tag("door", Table::kCoil, 5, DataType::kBool)},
+               {}};
   Build({d});
   transport_->registers[{Table::kCoil, 4}] = 1;
   transport_->registers[{Table::kDiscrete, 0}] = 0;

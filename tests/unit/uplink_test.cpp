@@ -814,9 +814,12 @@ TEST_F(UplinkTest, ARefusedAlarmBatchStaysUndeliveredAndIsRetried) {
 }
 
 TEST_F(UplinkTest, ADeviceWithAKeySignsEveryMessage) {
-  options_.devices.push_back(
-      UplinkDevice{"d", WriteKey("d.key", "device-d-key"), {{"t", "uint16", "V", ""}}});
-  options_.devices.push_back(UplinkDevice{"e", "", {{"u", "int16", "", ""}}});
+  options_.devices.push_back(UplinkDevice{"d", WriteKey("d.key", "device-d-key"), [] {
+                                            return std::vector<TagInfo>{{"t", "uint16", "V", ""}};
+                                          }});
+  options_.devices.push_back(UplinkDevice{"e", "", [] {
+                                            return std::vector<TagInfo>{{"u", "int16", "", ""}};
+                                          }});
   Store("d", 3);
   Store("e", 3);
   Build();
