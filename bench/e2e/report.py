@@ -72,9 +72,10 @@ def goals(res):
         r = ratio(c["drain"][0], c["raw_mqtt"][0])
         v = verdict(r >= 0.6)
         if r < 0.6:
-            v += (" (the raw loop publishes ready payloads; the drain also reads the store, "
-                  "decodes its chunks and encodes the JSON on the uplink thread: "
-                  "bench/uplink_drain_bench prints where the time goes)")
+            v += (" (the raw loop publishes ready payloads; in the drain the uplink thread also "
+                  "reads the stored chunks and encodes the JSON, and the store writer marks the "
+                  "acks, on the two cores the broker runs on too: bench/uplink_drain_bench "
+                  "prints where the time goes)")
         rows.append(("backlog drain vs raw libmosquitto QoS 1 (MB/s)", ">= 60 %", pct(r), v))
     o = res.get("outage", {}).get("tagrelay")
     if o and "raw_mqtt" in c:
