@@ -105,7 +105,7 @@ Status OutboxReader::FetchChunks(int64_t device_id, int64_t from_seq, int64_t to
       }
       break;  // the good chunks before it go out first
     }
-    if (count == 0) continue;  // holds no reading (FetchUndelivered yields none for it either)
+    if (count == 0) continue;  // holds no reading
     taken += static_cast<size_t>(count);
     out.push_back(StoredChunk{first, count, std::string(data)});
   }
@@ -116,48 +116,23 @@ Status OutboxReader::FetchChunks(int64_t device_id, int64_t from_seq, int64_t to
 Status OutboxReader::FetchUndelivered(int64_t device_id, int64_t from_seq, int64_t to_seq,
                                       size_t limit, std::vector<StoredReading>& out,
                                       BadChunk* bad) {
-  fetch_.BindInt(1, device_id);
-  fetch_.BindInt(2, from_seq);
-  fetch_.BindInt(3, to_seq);
-  size_t taken = 0;
+  std::vector<StoredChunk> chunks;
+  const Status fetched = FetchChunks(device_id, from_seq, to_seq, limit, chunks, bad);
+  // Every chunk was checked: it decodes and its tag ids are known.
   std::vector<ChunkReading> decoded;
-  Status result;
-  while (taken < limit || taken == 0) {
-    Result<bool> row = fetch_.Step();
-    if (!row.ok()) {
-      result = row.status();
-      break;
-    }
-    if (!*row) break;
-    const int64_t first = fetch_.ColumnInt(0), count = fetch_.ColumnInt(1);
+  for (const StoredChunk& c : chunks) {
     decoded.clear();
-    Status s = DecodeChunk(fetch_.ColumnBlob(2), count, decoded);
-    std::vector<StoredReading> chunk;
-    for (size_t i = 0; s.ok() && i < decoded.size(); ++i) {
-      Result<const std::string*> tag = TagName(decoded[i].tag_id);
-      if (!tag.ok()) {
-        s = tag.status();
-        break;
-      }
-      ChunkReading& c = decoded[i];
-      chunk.push_back(StoredReading{first + static_cast<int64_t>(i), **tag, c.ts_ms,
-                                    std::move(c.value), c.quality, std::move(c.error),
-                                    i + 1 == decoded.size()});
+    TR_RETURN_IF_ERROR(DecodeChunk(c.data, c.count, decoded));
+    for (size_t i = 0; i < decoded.size(); ++i) {
+      ChunkReading& r = decoded[i];
+      Result<const std::string*> tag = TagName(r.tag_id);
+      if (!tag.ok()) return tag.status();
+      out.push_back(StoredReading{c.seq_first + static_cast<int64_t>(i), **tag, r.ts_ms,
+                                  std::move(r.value), r.quality, std::move(r.error),
+                                  i + 1 == decoded.size()});
     }
-    if (!s.ok()) {
-      if (taken == 0) {
-        if (bad != nullptr) *bad = BadChunk{first, count, s.message()};
-        result = s.WithContext("chunk seq " + std::to_string(first) + ".." +
-                               std::to_string(first + count - 1));
-      }
-      break;  // the good chunks before it go out first
-    }
-    taken += chunk.size();
-    out.insert(out.end(), std::make_move_iterator(chunk.begin()),
-               std::make_move_iterator(chunk.end()));
   }
-  fetch_.Reset();
-  return result;
+  return fetched;
 }
 
 Result<std::vector<StreamBacklog>> OutboxReader::Streams() {
