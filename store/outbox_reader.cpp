@@ -18,11 +18,11 @@ Result<OutboxReader> OutboxReader::Open(const std::string& path) {
     const char* sql;
   } const all[] = {
       {&r.devices_,
-       "SELECT d.id, d.name, d.next_seq - 1, (SELECT min(seq_first) FROM chunks c "
-       "WHERE c.device_id = d.id AND c.delivered = 0) FROM devices d ORDER BY d.id"},
+       "SELECT d.id, d.name, d.next_seq - 1, (SELECT min(seq_first) FROM outbox o "
+       "WHERE o.device_id = d.id) FROM devices d ORDER BY d.id"},
       {&r.fetch_,
-       "SELECT seq_first, count, data FROM chunks WHERE device_id = ?1 AND delivered = 0 "
-       "AND seq_first BETWEEN ?2 AND ?3 ORDER BY seq_first"},
+       "SELECT o.seq_first, o.count, c.data FROM outbox o JOIN chunks c ON c.id = o.chunk_id "
+       "WHERE o.device_id = ?1 AND o.seq_first BETWEEN ?2 AND ?3 ORDER BY o.seq_first"},
       {&r.tag_, "SELECT name FROM tags WHERE id = ?1"},
       {&r.streams_,
        "SELECT s.stream, s.device, s.next_seq - 1, (SELECT min(seq) FROM events e WHERE "
@@ -178,8 +178,8 @@ Result<BacklogSummary> OutboxReader::Summary() {
   BacklogSummary out;
   Result<Stmt> st =
       Stmt::Prepare(db_,
-                    "SELECT d.name, d.lost, (SELECT coalesce(sum(count), 0) FROM chunks c WHERE "
-                    "c.device_id = d.id AND c.delivered = 0) FROM devices d ORDER BY d.name");
+                    "SELECT d.name, d.lost, (SELECT coalesce(sum(count), 0) FROM outbox o WHERE "
+                    "o.device_id = d.id) FROM devices d ORDER BY d.name");
   if (!st.ok()) return st.status();
   for (;;) {
     Result<bool> row = st->Step();
@@ -192,8 +192,7 @@ Result<BacklogSummary> OutboxReader::Summary() {
     out.undelivered_readings += d.undelivered;
     out.devices.push_back(std::move(d));
   }
-  Result<int64_t> oldest =
-      db_.QueryInt("SELECT coalesce(min(ts), 0) FROM chunks WHERE delivered = 0");
+  Result<int64_t> oldest = db_.QueryInt("SELECT coalesce(min(ts), 0) FROM outbox");
   if (!oldest.ok()) return oldest.status();
   out.oldest_undelivered_ts_ms = *oldest;
   Result<int64_t> events = db_.QueryInt("SELECT count(*) FROM events WHERE delivered = 0");
@@ -203,7 +202,7 @@ Result<BacklogSummary> OutboxReader::Summary() {
 }
 
 Result<int64_t> OutboxReader::CountUndelivered() {
-  return db_.QueryInt("SELECT coalesce(sum(count), 0) FROM chunks WHERE delivered = 0");
+  return db_.QueryInt("SELECT coalesce(sum(count), 0) FROM outbox");
 }
 
 }  // namespace tagrelay::store

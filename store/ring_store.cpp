@@ -193,9 +193,12 @@ Status RingStore::Prepare() {
       {&insert_tag_, "INSERT INTO tags (device_id, name) VALUES (?1, ?2)"},
       {&insert_chunk_,
        "INSERT INTO chunks (device_id, seq_first, count, ts, data) VALUES (?1, ?2, ?3, ?4, ?5)"},
+      {&insert_outbox_,
+       "INSERT INTO outbox (device_id, seq_first, count, ts, chunk_id) "
+       "VALUES (?1, ?2, ?3, ?4, last_insert_rowid())"},
       {&mark_delivered_,
-       "UPDATE chunks SET delivered = 1 WHERE device_id = ?1 AND delivered = 0 AND "
-       "seq_first BETWEEN ?2 AND ?3 AND seq_first + count - 1 <= ?3"},
+       "DELETE FROM outbox WHERE device_id = ?1 AND seq_first BETWEEN ?2 AND ?3 AND "
+       "seq_first + count - 1 <= ?3"},
       {&find_stream_, "SELECT next_seq FROM streams WHERE stream = ?1 AND device = ?2"},
       {&insert_stream_,
        "INSERT INTO streams (stream, device, next_seq) VALUES (?1, ?2, ?3) "
@@ -209,23 +212,27 @@ Status RingStore::Prepare() {
       {&page_count_, "PRAGMA page_count"},
       {&freelist_count_, "PRAGMA freelist_count"},
       {&delete_delivered_,
-       "DELETE FROM chunks WHERE id IN "
-       "(SELECT id FROM chunks WHERE delivered = 1 ORDER BY id LIMIT ?1) RETURNING count"},
+       "DELETE FROM chunks WHERE id IN (SELECT c.id FROM chunks c WHERE NOT EXISTS "
+       "(SELECT 1 FROM outbox o WHERE o.device_id = c.device_id AND o.seq_first = c.seq_first "
+       "AND o.chunk_id = c.id) ORDER BY c.id LIMIT ?1) RETURNING count"},
       {&delete_delivered_events_,
        "DELETE FROM events WHERE id IN "
        "(SELECT id FROM events WHERE delivered = 1 ORDER BY id LIMIT ?1)"},
       {&undelivered_oldest_,
        // ?2 = 1: skip chunks that overlap a held range (see DeliveryHolds).
        "SELECT c.id, c.device_id, d.name, c.seq_first, c.count FROM chunks c "
-       "JOIN devices d ON d.id = c.device_id WHERE c.delivered = 0 AND (?2 = 0 OR NOT EXISTS "
+       "JOIN devices d ON d.id = c.device_id WHERE EXISTS (SELECT 1 FROM outbox o WHERE "
+       "o.device_id = c.device_id AND o.seq_first = c.seq_first AND o.chunk_id = c.id) "
+       "AND (?2 = 0 OR NOT EXISTS "
        "(SELECT 1 FROM temp.held h WHERE h.device_id = c.device_id "
        "AND h.first <= c.seq_first + c.count - 1 AND h.last >= c.seq_first)) "
        "ORDER BY c.id LIMIT ?1"},
       {&undelivered_range_,
-       "SELECT c.id, c.device_id, d.name, c.seq_first, c.count FROM chunks c "
-       "JOIN devices d ON d.id = c.device_id WHERE c.device_id = ?1 AND c.delivered = 0 "
-       "AND c.seq_first BETWEEN ?2 AND ?3"},
+       "SELECT o.chunk_id, o.device_id, d.name, o.seq_first, o.count FROM outbox o "
+       "JOIN devices d ON d.id = o.device_id WHERE o.device_id = ?1 "
+       "AND o.seq_first BETWEEN ?2 AND ?3"},
       {&delete_chunk_, "DELETE FROM chunks WHERE id = ?1"},
+      {&delete_outbox_, "DELETE FROM outbox WHERE device_id = ?1 AND seq_first = ?2"},
       {&clear_held_, "DELETE FROM temp.held"},
       {&insert_held_,
        "INSERT INTO temp.held (device_id, first, last) SELECT id, ?2, ?3 FROM devices "
@@ -379,6 +386,11 @@ Status RingStore::InsertChunk(DeviceEntry& d, int64_t seq_first, std::span<const
   insert_chunk_.BindInt(4, readings.front().ts_ms);
   insert_chunk_.BindBlob(5, data);
   TR_RETURN_IF_ERROR(insert_chunk_.Run());
+  insert_outbox_.BindInt(1, d.id);
+  insert_outbox_.BindInt(2, seq_first);
+  insert_outbox_.BindInt(3, static_cast<int64_t>(readings.size()));
+  insert_outbox_.BindInt(4, readings.front().ts_ms);
+  TR_RETURN_IF_ERROR(insert_outbox_.Run());
   readings_ += static_cast<int64_t>(readings.size());
   ++chunks_;
   return Status::Ok();
@@ -465,6 +477,9 @@ Result<int64_t> RingStore::DropUndelivered(Stmt& select, const char* reason) {
   for (const Chunk& c : chunks) {
     delete_chunk_.BindInt(1, c.id);
     TR_RETURN_IF_ERROR(delete_chunk_.Run());
+    delete_outbox_.BindInt(1, c.device_id);
+    delete_outbox_.BindInt(2, c.first);
+    TR_RETURN_IF_ERROR(delete_outbox_.Run());
   }
   chunks_ -= static_cast<int64_t>(chunks.size());
   // One loss per run of consecutive seqs, so that a range never claims a

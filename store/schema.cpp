@@ -50,7 +50,8 @@ CREATE TABLE chunks (
   count     INTEGER NOT NULL,
   ts        INTEGER NOT NULL,           -- acquisition time of the first, Unix ms UTC
   data      BLOB NOT NULL,              -- the readings (store/chunk_codec.h)
-  delivered INTEGER NOT NULL DEFAULT 0  -- 1 once the broker acknowledged every reading of it
+  delivered INTEGER NOT NULL DEFAULT 0  -- 1 once the broker acknowledged every reading of it;
+                                        -- since version 3 unused (0), see outbox
 );
 CREATE INDEX chunks_undelivered ON chunks (device_id, seq_first) WHERE delivered = 0;
 -- Records for the cloud, one sequence per (stream, device); device '' is the gateway.
@@ -138,6 +139,25 @@ Status ReadingsToChunks(Db& db) {
   return flush();
 }
 
+// 2 -> 3: what is undelivered moves out of the chunks into a small table of
+// its own, so that an acknowledgement deletes a few short entries instead of
+// rewriting each chunk's row (and its page) with all its readings.
+constexpr const char* kV3Outbox = R"sql(
+-- One entry per chunk the broker has not acknowledged yet; the chunk's row
+-- never changes after its insert.
+CREATE TABLE outbox (
+  device_id INTEGER NOT NULL,
+  seq_first INTEGER NOT NULL,
+  count     INTEGER NOT NULL,
+  ts        INTEGER NOT NULL,           -- the chunk's acquisition time
+  chunk_id  INTEGER NOT NULL,           -- chunks.id
+  PRIMARY KEY (device_id, seq_first)
+) WITHOUT ROWID;
+INSERT INTO outbox (device_id, seq_first, count, ts, chunk_id)
+  SELECT device_id, seq_first, count, ts, id FROM chunks WHERE delivered = 0;
+DROP INDEX chunks_undelivered;
+)sql";
+
 struct Migration {
   const char* sql;         // run first
   Status (*convert)(Db&);  // then, if set
@@ -149,6 +169,7 @@ struct Migration {
 constexpr Migration kMigrations[] = {
     {kV1, nullptr, nullptr},
     {kV2Tables, ReadingsToChunks, "DROP TABLE readings;"},
+    {kV3Outbox, nullptr, nullptr},
 };
 
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");

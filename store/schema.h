@@ -13,7 +13,7 @@
 
 namespace tagrelay::store {
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 Status Migrate(Db& db);
 

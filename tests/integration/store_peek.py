@@ -85,8 +85,10 @@ def readings(db_path, device=None):
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
         tags = dict(db.execute("SELECT id, name FROM tags"))
         rows = db.execute(
-            "SELECT d.name, c.seq_first, c.count, c.data, c.delivered FROM chunks c "
-            "JOIN devices d ON d.id = c.device_id WHERE ?1 IS NULL OR d.name = ?1 "
+            "SELECT d.name, c.seq_first, c.count, c.data, o.chunk_id IS NULL FROM chunks c "
+            "JOIN devices d ON d.id = c.device_id LEFT JOIN outbox o ON o.device_id = c.device_id "
+            "AND o.seq_first = c.seq_first AND o.chunk_id = c.id "
+            "WHERE ?1 IS NULL OR d.name = ?1 "
             "ORDER BY d.name, c.seq_first", (device,)).fetchall()
     out = []
     for name, first, count, data, delivered in rows:
@@ -101,7 +103,9 @@ def seqs(db_path, device, delivered=None):
     undelivered ones if `delivered` says so), as a set."""
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
         rows = db.execute(
-            "SELECT c.seq_first, c.count, c.delivered FROM chunks c JOIN devices d "
-            "ON d.id = c.device_id WHERE d.name = ?", (device,)).fetchall()
+            "SELECT c.seq_first, c.count, o.chunk_id IS NULL FROM chunks c JOIN devices d "
+            "ON d.id = c.device_id LEFT JOIN outbox o ON o.device_id = c.device_id "
+            "AND o.seq_first = c.seq_first AND o.chunk_id = c.id WHERE d.name = ?",
+            (device,)).fetchall()
     return {first + i for first, count, d in rows for i in range(count)
             if delivered is None or bool(d) == delivered}

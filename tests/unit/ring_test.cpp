@@ -87,7 +87,7 @@ TEST_F(RingTest, AnOldSchemaIsMigratedWithItsDataIntact) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
   EXPECT_EQ(SqlInt(Options().path, "SELECT sum(count) FROM chunks"), 7);
-  EXPECT_EQ(SqlInt(Options().path, "SELECT sum(count) FROM chunks WHERE delivered = 0"), 5);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT sum(count) FROM outbox"), 5);
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM sqlite_master WHERE name = 'readings'"),
             0);
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM events"), 0);
@@ -95,6 +95,26 @@ TEST_F(RingTest, AnOldSchemaIsMigratedWithItsDataIntact) {
   EXPECT_EQ(store->StartDevice("vfd-1").next_seq, 3);
   ASSERT_TRUE(Sequencer(*store).Write({Batch("meter-3", 2)}).ok());
   EXPECT_EQ(StoredSeqs("meter-3"), (std::set<int64_t>{3, 4, 5, 6, 7}));
+}
+
+TEST_F(RingTest, AVersion2StoreKeepsWhatWasUndeliveredAndOnlyThat) {
+  // Written by the version 2 store: meter-3 seq 1..9 in three chunks, vfd-1
+  // seq 1..5 in two; meter-3 1..3 and vfd-1 1..3 acknowledged.
+  std::filesystem::copy_file(kData + "/schema-v2.db", Options().path);
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM chunks"), 5) << "no chunk rewritten";
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM outbox"), 3);
+  EXPECT_EQ(SqlInt(Options().path,
+                   "SELECT count(*) FROM sqlite_master WHERE name = 'chunks_undelivered'"),
+            0);
+  EXPECT_EQ(StoredSeqs("meter-3"), (std::set<int64_t>{4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(StoredSeqs("vfd-1"), (std::set<int64_t>{4, 5}));
+  EXPECT_EQ(store->StartDevice("meter-3").next_seq, 10);
+  ASSERT_TRUE(store->WriteGroup({DeliveryAck{"meter-3", 4, 6}}).ok());
+  EXPECT_EQ(StoredSeqs("meter-3"), (std::set<int64_t>{7, 8, 9}));
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM chunks"), 5) << "acked, still kept";
 }
 
 TEST_F(RingTest, ADatabaseThatFailsToOpenIsMovedAsideAndAFreshOneStarts) {
@@ -248,7 +268,10 @@ TEST_F(RingTest, DeliveredRowsGoBeforeAnyUndeliveredOne) {
   EXPECT_EQ(store->Usage().evicted_undelivered, 0u);
   EXPECT_EQ(SqlInt(o.path, "SELECT count(*) FROM events"), 0);
   EXPECT_EQ(StoredSeqs("d").size(), 10000u) << "every undelivered reading is still there";
-  EXPECT_LT(SqlInt(o.path, "SELECT sum(count) FROM chunks WHERE delivered = 1"), written)
+  EXPECT_LT(SqlInt(o.path,
+                   "SELECT sum(count) FROM chunks WHERE id NOT IN "
+                   "(SELECT chunk_id FROM outbox)"),
+            written)
       << "delivered rows made the room";
 }
 
@@ -336,7 +359,7 @@ TEST_F(RingTest, ACommittedAckReleasesItsRangeAndAFailedOneDoesNot) {
   EXPECT_EQ(held[0].last, 100);
   // An ack whose group fails to commit is not delivered: its range stays held.
   Sql(Options().path,
-      "CREATE TRIGGER fail_ack BEFORE UPDATE ON chunks "
+      "CREATE TRIGGER fail_ack BEFORE DELETE ON outbox "
       "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
   EXPECT_FALSE(seq.Write({DeliveryAck{"a", 41, 100}}).ok());
   EXPECT_EQ(holds.HeldCount(), 60);

@@ -99,7 +99,7 @@ TEST_F(StoreTest, SequenceNumbersContinueAfterReopen) {
     ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 5)}).ok());
   }
   // Deleting rows (as eviction will) must not make numbers reusable.
-  Sql(Options().path, "DELETE FROM chunks");
+  Sql(Options().path, "DELETE FROM chunks; DELETE FROM outbox");
   auto store = OpenStore();
   EXPECT_EQ(store->StartDevice("a").next_seq, 6);
   ASSERT_TRUE(Sequencer(*store).Write({Batch("a", 1)}).ok());
