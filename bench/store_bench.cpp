@@ -93,8 +93,9 @@ BENCHMARK(BM_RingStoreWriteGroup)
 
 // The ceiling: raw SQLite writing the same rows into the same tables with the
 // same settings: one prepared INSERT of a ready-made chunk per poll (the blob of
-// the first poll, so no encoding is measured here), and a delete of the oldest
-// chunks once the table holds about as many as the ring keeps at its bound.
+// the first poll, so no encoding is measured here) with its outbox entry, and a
+// delete of the oldest chunks (and their entries) once the table holds about as
+// many as the ring keeps at its bound.
 void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
   const std::string dir = FreshDir();
   StoreOptions o;
@@ -126,10 +127,19 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
                      "INSERT INTO chunks (device_id, seq_first, count, ts, data) "
                      "VALUES (?1, ?2, ?3, ?4, ?5)",
                      -1, &ins, nullptr);
+  sqlite3_stmt* outbox = nullptr;
+  sqlite3_prepare_v2(db,
+                     "INSERT INTO outbox (device_id, seq_first, count, ts, chunk_id) "
+                     "VALUES (?1, ?2, ?3, ?4, last_insert_rowid())",
+                     -1, &outbox, nullptr);
   sqlite3_stmt* del = nullptr;
   sqlite3_prepare_v2(db,
-                     "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks ORDER BY id LIMIT ?1)",
+                     "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks ORDER BY id LIMIT ?1) "
+                     "RETURNING device_id, seq_first",
                      -1, &del, nullptr);
+  sqlite3_stmt* del_outbox = nullptr;
+  sqlite3_prepare_v2(db, "DELETE FROM outbox WHERE device_id = ?1 AND seq_first = ?2", -1,
+                     &del_outbox, nullptr);
   const int64_t keep =
       static_cast<int64_t>(kMaxBytes * 0.8 / (static_cast<double>(blob.size()) + 40));
   std::vector<int64_t> next_seq(kDevices, 1);
@@ -147,21 +157,38 @@ void BM_RawSqliteInsertDeleteOldest(benchmark::State& state) {
       sqlite3_bind_blob(ins, 5, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
       sqlite3_step(ins);
       sqlite3_reset(ins);
+      sqlite3_bind_int64(outbox, 1, d + 1);
+      sqlite3_bind_int64(outbox, 2, next_seq[static_cast<size_t>(d)]);
+      sqlite3_bind_int64(outbox, 3, tags);
+      sqlite3_bind_int64(outbox, 4, ts);
+      sqlite3_step(outbox);
+      sqlite3_reset(outbox);
       next_seq[static_cast<size_t>(d)] += tags;
     }
     ++g;
     chunks += polls;
     if (chunks > keep) {
       sqlite3_bind_int64(del, 1, chunks - keep);
-      sqlite3_step(del);
+      std::vector<std::pair<int64_t, int64_t>> gone;
+      while (sqlite3_step(del) == SQLITE_ROW) {
+        gone.emplace_back(sqlite3_column_int64(del, 0), sqlite3_column_int64(del, 1));
+      }
       sqlite3_reset(del);
+      for (const auto& [device, seq] : gone) {
+        sqlite3_bind_int64(del_outbox, 1, device);
+        sqlite3_bind_int64(del_outbox, 2, seq);
+        sqlite3_step(del_outbox);
+        sqlite3_reset(del_outbox);
+      }
       chunks = keep;
     }
     sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
   }
   state.SetItemsProcessed(state.iterations() * kGroupRows);
   sqlite3_finalize(ins);
+  sqlite3_finalize(outbox);
   sqlite3_finalize(del);
+  sqlite3_finalize(del_outbox);
   sqlite3_close(db);
   std::filesystem::remove_all(dir);
 }

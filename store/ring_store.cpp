@@ -196,6 +196,10 @@ Status RingStore::Prepare() {
       {&insert_outbox_,
        "INSERT INTO outbox (device_id, seq_first, count, ts, chunk_id) "
        "VALUES (?1, ?2, ?3, ?4, last_insert_rowid())"},
+      // An ack moves the entries of the chunks it covers whole from outbox to acked.
+      {&ack_chunks_,
+       "INSERT INTO acked (chunk_id) SELECT chunk_id FROM outbox WHERE device_id = ?1 AND "
+       "seq_first BETWEEN ?2 AND ?3 AND seq_first + count - 1 <= ?3"},
       {&mark_delivered_,
        "DELETE FROM outbox WHERE device_id = ?1 AND seq_first BETWEEN ?2 AND ?3 AND "
        "seq_first + count - 1 <= ?3"},
@@ -212,9 +216,11 @@ Status RingStore::Prepare() {
       {&page_count_, "PRAGMA page_count"},
       {&freelist_count_, "PRAGMA freelist_count"},
       {&delete_delivered_,
-       "DELETE FROM chunks WHERE id IN (SELECT c.id FROM chunks c WHERE NOT EXISTS "
-       "(SELECT 1 FROM outbox o WHERE o.device_id = c.device_id AND o.seq_first = c.seq_first "
-       "AND o.chunk_id = c.id) ORDER BY c.id LIMIT ?1) RETURNING count"},
+       "DELETE FROM chunks WHERE id IN "
+       "(SELECT chunk_id FROM acked ORDER BY chunk_id LIMIT ?1) RETURNING count"},
+      {&forget_acked_,
+       "DELETE FROM acked WHERE chunk_id IN "
+       "(SELECT chunk_id FROM acked ORDER BY chunk_id LIMIT ?1)"},
       {&delete_delivered_events_,
        "DELETE FROM events WHERE id IN "
        "(SELECT id FROM events WHERE delivered = 1 ORDER BY id LIMIT ?1)"},
@@ -432,10 +438,13 @@ Status RingStore::InsertEvent(const NewEvent& e) {
 Status RingStore::MarkDelivered(const DeliveryAck& ack) {
   Result<DeviceEntry*> dev = Device(ack.device, 1);
   if (!dev.ok()) return dev.status();
-  mark_delivered_.BindInt(1, (*dev)->id);
-  mark_delivered_.BindInt(2, ack.seq_first);
-  mark_delivered_.BindInt(3, ack.seq_last);
-  return mark_delivered_.Run();
+  for (Stmt* st : {&ack_chunks_, &mark_delivered_}) {
+    st->BindInt(1, (*dev)->id);
+    st->BindInt(2, ack.seq_first);
+    st->BindInt(3, ack.seq_last);
+    TR_RETURN_IF_ERROR(st->Run());
+  }
+  return Status::Ok();
 }
 
 Status RingStore::MarkEventsDelivered(const EventAck& ack) {
@@ -653,6 +662,8 @@ Status RingStore::MakeRoom(uint64_t need_bytes, bool force) {
       ++gone;
     }
     delete_delivered_.Reset();
+    forget_acked_.BindInt(1, n);
+    TR_RETURN_IF_ERROR(forget_acked_.Run());
     chunks_ -= gone;
     if (gone >= n) return Status::Ok();
     // The oldest undelivered chunks go next, except those on their way to the

@@ -19,8 +19,9 @@
 //   and not yet acked) go last, so that what is being delivered is not
 //   reported lost.
 // - A chunk is marked delivered only when one ack covers all of its readings.
-//   Its row is never rewritten: what is undelivered is listed in the outbox
-//   table (schema.cpp), and an ack deletes the chunk's entry there.
+//   Its row is never rewritten: the outbox table lists the undelivered chunks,
+//   the acked table the delivered ones still kept (schema.cpp); an ack moves
+//   the chunk's entry from one to the other.
 // - Open() refuses a database newer than this binary without touching it, and
 //   moves a corrupt one (it fails to open or PRAGMA quick_check) aside as
 //   corrupt-<time>.db, keeping the newest three, then starts afresh.
@@ -181,10 +182,10 @@ class RingStore {
   DeliveryHolds* holds_ = nullptr;
 
   Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_chunk_,
-      insert_outbox_, mark_delivered_, find_stream_, insert_stream_, update_stream_, insert_event_,
-      mark_events_, add_lost_, page_count_, freelist_count_, delete_delivered_,
-      delete_delivered_events_, undelivered_oldest_, undelivered_range_, delete_chunk_,
-      delete_outbox_, clear_held_, insert_held_, put_state_;
+      insert_outbox_, ack_chunks_, mark_delivered_, find_stream_, insert_stream_, update_stream_,
+      insert_event_, mark_events_, add_lost_, page_count_, freelist_count_, delete_delivered_,
+      forget_acked_, delete_delivered_events_, undelivered_oldest_, undelivered_range_,
+      delete_chunk_, delete_outbox_, clear_held_, insert_held_, put_state_;
   // Caches of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
   std::map<std::pair<std::string, std::string>, int64_t> streams_;  // next seq per stream

@@ -51,7 +51,7 @@ CREATE TABLE chunks (
   ts        INTEGER NOT NULL,           -- acquisition time of the first, Unix ms UTC
   data      BLOB NOT NULL,              -- the readings (store/chunk_codec.h)
   delivered INTEGER NOT NULL DEFAULT 0  -- 1 once the broker acknowledged every reading of it;
-                                        -- since version 3 unused (0), see outbox
+                                        -- since version 3 unused (0): see outbox and acked
 );
 CREATE INDEX chunks_undelivered ON chunks (device_id, seq_first) WHERE delivered = 0;
 -- Records for the cloud, one sequence per (stream, device); device '' is the gateway.
@@ -139,9 +139,9 @@ Status ReadingsToChunks(Db& db) {
   return flush();
 }
 
-// 2 -> 3: what is undelivered moves out of the chunks into a small table of
-// its own, so that an acknowledgement deletes a few short entries instead of
-// rewriting each chunk's row (and its page) with all its readings.
+// 2 -> 3: the delivery state moves out of the chunks into two small tables,
+// so that an acknowledgement moves a few short entries instead of rewriting
+// each chunk's row (and its page) with all its readings.
 constexpr const char* kV3Outbox = R"sql(
 -- One entry per chunk the broker has not acknowledged yet; the chunk's row
 -- never changes after its insert.
@@ -153,8 +153,14 @@ CREATE TABLE outbox (
   chunk_id  INTEGER NOT NULL,           -- chunks.id
   PRIMARY KEY (device_id, seq_first)
 ) WITHOUT ROWID;
+-- One entry per acknowledged chunk the ring still keeps: the first to go when
+-- it needs room, oldest first.
+CREATE TABLE acked (
+  chunk_id INTEGER PRIMARY KEY          -- chunks.id
+);
 INSERT INTO outbox (device_id, seq_first, count, ts, chunk_id)
   SELECT device_id, seq_first, count, ts, id FROM chunks WHERE delivered = 0;
+INSERT INTO acked (chunk_id) SELECT id FROM chunks WHERE delivered = 1;
 DROP INDEX chunks_undelivered;
 )sql";
 

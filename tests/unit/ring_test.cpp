@@ -106,6 +106,7 @@ TEST_F(RingTest, AVersion2StoreKeepsWhatWasUndeliveredAndOnlyThat) {
   EXPECT_EQ(SqlInt(Options().path, "PRAGMA user_version"), kSchemaVersion);
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM chunks"), 5) << "no chunk rewritten";
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM outbox"), 3);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM acked"), 2);
   EXPECT_EQ(SqlInt(Options().path,
                    "SELECT count(*) FROM sqlite_master WHERE name = 'chunks_undelivered'"),
             0);
@@ -115,6 +116,7 @@ TEST_F(RingTest, AVersion2StoreKeepsWhatWasUndeliveredAndOnlyThat) {
   ASSERT_TRUE(store->WriteGroup({DeliveryAck{"meter-3", 4, 6}}).ok());
   EXPECT_EQ(StoredSeqs("meter-3"), (std::set<int64_t>{7, 8, 9}));
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM chunks"), 5) << "acked, still kept";
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM acked"), 3);
 }
 
 TEST_F(RingTest, ADatabaseThatFailsToOpenIsMovedAsideAndAFreshOneStarts) {
