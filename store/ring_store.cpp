@@ -151,6 +151,7 @@ Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, 
   store->created_ = rep.created;
   TR_RETURN_IF_ERROR(store->Prepare());
   TR_RETURN_IF_ERROR(store->LoadCounts());
+  TR_RETURN_IF_ERROR(store->CheckDeliveryLists());
 
   // The marks must cover whatever the database already holds.
   std::map<std::string, int64_t> last;
@@ -273,6 +274,40 @@ std::string RingStore::LimitPragmas(const Limits& l) {
   return "PRAGMA max_page_count = " + std::to_string(l.cap_pages) +
          "; PRAGMA journal_size_limit = " + std::to_string(l.wal_bytes) +
          "; PRAGMA wal_autocheckpoint = " + std::to_string(l.checkpoint_pages);
+}
+
+Status RingStore::CheckDeliveryLists() {
+  Result<int64_t> listed =
+      db_.QueryInt("SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM acked)");
+  if (!listed.ok()) return listed.status();
+  if (*listed == chunks_) return Status::Ok();
+  // Towards sending again: the cloud drops a duplicate by its seq, but cannot
+  // get back a reading that was never sent.
+  const Status s = db_.Exec(
+      "BEGIN IMMEDIATE;"
+      "DELETE FROM outbox WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.id = outbox.chunk_id "
+      "AND c.device_id = outbox.device_id AND c.seq_first = outbox.seq_first);"
+      "DELETE FROM acked WHERE chunk_id IN (SELECT chunk_id FROM outbox) OR NOT EXISTS "
+      "(SELECT 1 FROM chunks c WHERE c.id = acked.chunk_id);"
+      "INSERT OR IGNORE INTO outbox (device_id, seq_first, count, ts, chunk_id) "
+      "SELECT c.device_id, c.seq_first, c.count, c.ts, c.id FROM chunks c WHERE NOT EXISTS "
+      "(SELECT 1 FROM outbox o WHERE o.chunk_id = c.id AND o.device_id = c.device_id AND "
+      "o.seq_first = c.seq_first) AND NOT EXISTS (SELECT 1 FROM acked a WHERE a.chunk_id = c.id);"
+      "COMMIT");
+  if (!s.ok()) {
+    (void)db_.Exec("ROLLBACK");
+    return s.WithContext("repair the delivery lists");
+  }
+  Result<int64_t> undelivered = db_.QueryInt("SELECT count(*) FROM outbox");
+  Log(LogLevel::kWarning, "store",
+      "the store held " + std::to_string(chunks_) + " chunks but listed " +
+          std::to_string(*listed) +
+          " as delivered or undelivered (was the database changed by another program?); "
+          "repaired: a chunk listed nowhere is sent again, an entry without its chunk is "
+          "dropped; " +
+          (undelivered.ok() ? std::to_string(*undelivered) : std::string("?")) +
+          " chunks are now undelivered");
+  return Status::Ok();
 }
 
 Status RingStore::LoadCounts() {

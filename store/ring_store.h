@@ -141,6 +141,11 @@ class RingStore {
   Status Commit();
   void Rollback();
   Status ApplyInTransaction(const std::vector<WriteItem>& group);
+  // Between them, outbox and acked list every chunk once. A database changed
+  // by another program may not: a chunk listed nowhere would be neither sent
+  // nor evicted, an entry without its chunk would stay undelivered forever.
+  // Checked at open (two counts); when they disagree, repaired and logged.
+  Status CheckDeliveryLists();
   Status Apply(const std::vector<WriteItem>& group);
   Status Insert(const SequencedBatch& batch);
   Status InsertChunk(DeviceEntry& d, int64_t seq_first, std::span<const Reading> readings,

@@ -119,6 +119,29 @@ TEST_F(RingTest, AVersion2StoreKeepsWhatWasUndeliveredAndOnlyThat) {
   EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM acked"), 3);
 }
 
+TEST_F(RingTest, DeliveryListsThatDoNotMatchTheChunksAreRepairedAtOpenTowardsSendingAgain) {
+  {
+    auto store = Open();
+    Sequencer seq(*store);
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(seq.Write({Batch("a", 10)}).ok());  // chunks of 10
+    ASSERT_TRUE(seq.Write({DeliveryAck{"a", 1, 20}}).ok());
+  }
+  // seq 21..30 listed nowhere; seq 1..10's chunk gone but still listed as acked;
+  // an outbox entry without its chunk.
+  Sql(Options().path,
+      "DELETE FROM outbox WHERE seq_first = 21;"
+      "DELETE FROM chunks WHERE seq_first = 1;"
+      "INSERT INTO outbox (device_id, seq_first, count, ts, chunk_id) "
+      "SELECT device_id, 41, 10, ts, 999 FROM outbox LIMIT 1");
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  std::set<int64_t> expected;
+  for (int64_t s = 21; s <= 40; ++s) expected.insert(s);
+  EXPECT_EQ(StoredSeqs("a"), expected);
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM acked"), 1) << "11..20 stays delivered";
+  EXPECT_EQ(SqlInt(Options().path, "SELECT count(*) FROM outbox"), 2);
+}
+
 TEST_F(RingTest, ADatabaseThatFailsToOpenIsMovedAsideAndAFreshOneStarts) {
   for (const char* fixture : {"truncated.db", "not-a-database.db", "corrupt-page.db"}) {
     SCOPED_TRACE(fixture);
