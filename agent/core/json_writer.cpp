@@ -119,9 +119,9 @@ char* FormatDecimal15(double v, char* p) {
 
 }  // namespace
 
-char* FormatDouble(double v, char (&buf)[32]) {
-  if (char* end = FormatDecimal15(v, buf)) return end;
-  return std::to_chars(buf, buf + sizeof buf, v).ptr;  // shortest form that round-trips
+char* FormatDouble(double v, char* first) {
+  if (char* end = FormatDecimal15(v, first)) return end;
+  return std::to_chars(first, first + 32, v).ptr;  // shortest form that round-trips
 }
 
 void AppendJsonString(std::string* out, std::string_view s) {
