@@ -86,18 +86,19 @@ uint64_t WriteLastDigits(uint64_t x, char* end, int n) {
 char* FormatDecimal15(double v, char* p) {
   const double a = v < 0 ? -v : v;
   if (!(a >= 1.0 && a < 1e15)) return nullptr;
-  const auto whole = static_cast<uint64_t>(a);
+  // Conversions through int64_t (exact below 2^53) are single instructions.
+  const auto whole = static_cast<uint64_t>(static_cast<int64_t>(a));
   // Digits of the integer part: log10 from the bit width (1233 / 4096 ~ log10(2)).
   const int t = (std::bit_width(whole) * 1233) >> 12;
   const int int_digits = t + (whole >= kPow10u[t] ? 1 : 0);
   int k = 0;
   uint64_t m = whole;  // the digits: the value is m / 10^k
-  if (static_cast<double>(whole) != a) {
+  if (static_cast<double>(static_cast<int64_t>(whole)) != a) {
     for (k = 1;; ++k) {
       if (k > 15 - int_digits) return nullptr;  // more than 15 digits
-      m = static_cast<uint64_t>(a * kPow10[k] + 0.5);
+      m = static_cast<uint64_t>(static_cast<int64_t>(a * kPow10[k] + 0.5));
       // Exact: m < 10^15 < 2^53 and 10^k are exact, and the division rounds correctly.
-      if (static_cast<double>(m) / kPow10[k] == a) break;
+      if (static_cast<double>(static_cast<int64_t>(m)) / kPow10[k] == a) break;
     }
   } else if (int_digits > 5) {
     // An integer: scientific (d digits, a point if d > 1, "e+NN") may be shorter.
