@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 
 #include "agent/core/json_writer.h"
@@ -133,7 +134,9 @@ class ChunkItemWriter {
   void AppendChunk(std::string* out, const store::StoredChunk& c, bool comma) {
     store::ChunkCursor in(c.data, c.count);
     store::ChunkItem r;
-    char* p = Room(out, nullptr, 0);
+    // Room for the chunk's readings as they usually are (for 256 at most).
+    char* p = Room(out, nullptr,
+                   kItemRoom + static_cast<size_t>(std::clamp<int64_t>(c.count, 0, 256)) * 64);
     while (in.Next(&r)) {
       const Opening tag = TagOpening(r.tag_id);
       p = Room(out, p, tag.size + kItemRoom);
@@ -182,7 +185,6 @@ class ChunkItemWriter {
   // number, the quality, and the 15 bytes Copy() may write past its end.
   static constexpr size_t kItemRoom = 128;
   static constexpr size_t kPad = 16;  // readable bytes after every Copy() source
-  static constexpr size_t kScratch = 16 * 1024;
   static constexpr size_t kSlots = 64;
 
   struct Opening {
@@ -209,17 +211,21 @@ class ChunkItemWriter {
 
   // Returns where to write (p, or the start of the scratch when p is
   // nullptr) with at least `need` bytes of room, appending what the scratch
-  // holds to `out` first if it has not.
+  // holds to `out` first if it has not. The scratch grows to what a chunk
+  // asks for (a small batch does not pay for a large buffer).
   char* Room(std::string* out, char* p, size_t need) {
-    if (p == nullptr) p = scratch_.data();
-    const auto used = static_cast<size_t>(p - scratch_.data());
-    if (scratch_.size() - used >= need) return p;
-    out->append(scratch_.data(), used);
-    if (scratch_.size() < need) scratch_.resize(std::max(need, kScratch));
-    return scratch_.data();
+    if (p == nullptr) p = scratch_.get();
+    const auto used = static_cast<size_t>(p - scratch_.get());
+    if (scratch_size_ - used >= need) return p;
+    if (used > 0) out->append(scratch_.get(), used);
+    if (scratch_size_ < need) {
+      scratch_size_ = need;
+      scratch_ = std::make_unique_for_overwrite<char[]>(need);
+    }
+    return scratch_.get();
   }
   void Flush(std::string* out, char* p) {
-    out->append(scratch_.data(), static_cast<size_t>(p - scratch_.data()));
+    out->append(scratch_.get(), static_cast<size_t>(p - scratch_.get()));
   }
 
   Opening TagOpening(int64_t id) {
@@ -245,7 +251,8 @@ class ChunkItemWriter {
   const store::TagNames& names_;
   std::array<Slot, kSlots> slots_{};
   std::string openings_;
-  std::string scratch_ = std::string(kScratch, '\0');
+  std::unique_ptr<char[]> scratch_;
+  size_t scratch_size_ = 0;
   int64_t last_ts_ = 0;
   char ts_[24 + kPad] = {};
   size_t ts_len_ = 0;
