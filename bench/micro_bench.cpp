@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "agent/core/clock.h"
+#include "agent/core/json_writer.h"
 #include "agent/core/log.h"
 #include "agent/rules/engine.h"
 #include "agent/uplink/signing.h"
@@ -85,6 +86,75 @@ void BM_EncodeTelemetryBatch(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(bytes));
 }
 BENCHMARK(BM_EncodeTelemetryBatch)->Arg(1)->Arg(500);
+
+// A meter's backlog as bench/uplink_drain_bench.cpp stores it: 5 tags polled
+// once a second (one timestamp per poll of 5), values with one decimal, in
+// chunks of 250; one batch of 500 readings per iteration.
+StoredBatch MakeMeterBacklog(int64_t n) {
+  StoredBatch b;
+  static const char* kTags[] = {"voltage_l1", "voltage_l2", "voltage_l3", "current_l1",
+                                "energy_total"};
+  for (int t = 0; t < 5; ++t) b.names.Add(t + 1, kTags[t]);
+  for (int64_t first = 0; first < n; first += 250) {
+    std::vector<Reading> readings;
+    std::vector<int64_t> ids;
+    for (int64_t i = first; i < std::min(n, first + 250); ++i) {
+      readings.push_back(Reading::Good("", 1763800000000 + i / 5 * 1000,
+                                       230.0 + static_cast<double>(i % 97) / 10));
+      ids.push_back(i % 5 + 1);
+    }
+    store::StoredChunk c{first + 1, static_cast<int64_t>(readings.size()), {}};
+    store::EncodeChunk(readings, ids, &c.data);
+    b.chunks.push_back(std::move(c));
+  }
+  return b;
+}
+
+void BM_EncodeTelemetryChunks(benchmark::State& state) {
+  const StoredBatch b = MakeMeterBacklog(state.range(0));
+  std::string payload;
+  for (auto _ : state) {
+    uplink::EncodeTelemetryChunks({"gw-plant1-01", "meter-3", true}, b.chunks, b.names, 256 * 1024,
+                                  &payload);
+    benchmark::DoNotOptimize(payload);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_EncodeTelemetryChunks)->Arg(500);
+
+// The walk the outbox reader makes over every chunk it fetches (and the
+// encoder again): the chunk cursor alone, on the same backlog.
+void BM_ChunkCursorWalk(benchmark::State& state) {
+  const StoredBatch b = MakeMeterBacklog(state.range(0));
+  for (auto _ : state) {
+    double sum = 0;
+    for (const store::StoredChunk& c : b.chunks) {
+      store::ChunkCursor in(c.data, c.count);
+      store::ChunkItem item;
+      while (in.Next(&item)) sum += item.d + static_cast<double>(item.tag_id);
+      if (!in.status().ok()) state.SkipWithError("corrupt");
+    }
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_ChunkCursorWalk)->Arg(500);
+
+// The number formatting alone: meter values with one decimal.
+void BM_FormatDouble(benchmark::State& state) {
+  std::vector<double> values;
+  for (int i = 0; i < 97; ++i) values.push_back(230.0 + static_cast<double>(i) / 10);
+  char buf[32];
+  for (auto _ : state) {
+    for (double v : values) {
+      char* end = FormatDouble(v, buf);
+      benchmark::DoNotOptimize(end);
+      benchmark::ClobberMemory();
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(values.size()));
+}
+BENCHMARK(BM_FormatDouble);
 
 // The benchmark fleet's device (N uint16 holding registers) and a scattered
 // map (every third register, mixed types): one plan per configuration load.

@@ -227,8 +227,8 @@ void Breakdown(const Args& a, const std::string& db) {
   const double mark_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const double n = static_cast<double>(a.readings);
   std::printf(
-      "per reading, alone: fetch %.2f us, encode %.2f us (uplink thread); "
-      "mark delivered %.2f us (store writer thread)\n",
+      "per reading, alone: fetch %.3f us, encode %.3f us (uplink thread); "
+      "mark delivered %.3f us (store writer thread)\n",
       fetch_s / n * 1e6, encode_s / n * 1e6, mark_s / n * 1e6);
 }
 

@@ -162,7 +162,7 @@ bool ChunkCursor::Fail(const char* what) {
   return false;
 }
 
-bool ChunkCursor::Next(ChunkItem* r) {
+bool ChunkCursor::NextSlow(ChunkItem* r) {
   if (left_ == 0) {
     if (status_.ok() && pos_ != d_.size()) return Fail("trailing bytes");
     return false;
@@ -180,6 +180,11 @@ bool ChunkCursor::Next(ChunkItem* r) {
   auto varint = [&](uint64_t* v, const char* what) {
     if (pos < size && data[pos] < 0x80) {
       *v = data[pos++];
+      return true;
+    }
+    if (size - pos >= 2 && data[pos + 1] < 0x80) {  // two bytes (data[pos] >= 0x80)
+      *v = (data[pos] & 0x7Fu) | (uint64_t{data[pos + 1]} << 7);
+      pos += 2;
       return true;
     }
     Reader in(d_, pos);

@@ -1,5 +1,6 @@
 #include "agent/core/json_writer.h"
 
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -39,62 +40,89 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 
 constexpr double kPow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6, 1e7,
                              1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14};
-constexpr uint64_t kTenTo15 = 1000000000000000;
+constexpr uint64_t kPow10u[] = {1,
+                                10,
+                                100,
+                                1000,
+                                10000,
+                                100000,
+                                1000000,
+                                10000000,
+                                100000000,
+                                1000000000,
+                                10000000000,
+                                100000000000,
+                                1000000000000,
+                                10000000000000,
+                                100000000000000,
+                                1000000000000000};
+constexpr char kDigitPairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+// Writes the last n decimal digits of x so that they end at `end`, two at a
+// time; returns x without them.
+uint64_t WriteLastDigits(uint64_t x, char* end, int n) {
+  for (; n >= 2; n -= 2) {
+    end -= 2;
+    std::memcpy(end, kDigitPairs + 2 * (x % 100), 2);
+    x /= 100;
+  }
+  if (n == 1) {
+    end[-1] = static_cast<char>('0' + x % 10);
+    x /= 10;
+  }
+  return x;
+}
 
 // The common case of a value that has at most 15 significant digits and
 // whose magnitude is in [1, 1e15): without the general shortest-digits
 // search. Any decimal of at most 15 significant digits is the only one of
-// that length that reads back to its double (DBL_DIG), so the digits found
-// here are those std::to_chars finds; the layout (fixed unless scientific is
+// that length that reads back to its double (DBL_DIG), so the first k (digits
+// after the point) for which round(a * 10^k) / 10^k reads back to a gives
+// the digits std::to_chars finds; the layout (fixed unless scientific is
 // shorter) is its too. nullptr when the value is not such a case.
 char* FormatDecimal15(double v, char* p) {
   const double a = v < 0 ? -v : v;
   if (!(a >= 1.0 && a < 1e15)) return nullptr;
-  int int_digits = 1;
-  while (int_digits < 15 && a >= kPow10[int_digits]) ++int_digits;
-  int k = 15 - int_digits;  // digits after the point, at most
-  const auto m0 = static_cast<uint64_t>(a * kPow10[k] + 0.5);
-  // Exact check: m0 < 2^53 and 10^k are exact, and the division rounds correctly.
-  if (m0 >= kTenTo15 || static_cast<double>(m0) / kPow10[k] != a) return nullptr;
-  uint64_t m = m0;
-  if (k >= 8 && m % 100000000 == 0) {
-    m /= 100000000;
-    k -= 8;
-  }
-  if (k >= 4 && m % 10000 == 0) {
-    m /= 10000;
-    k -= 4;
-  }
-  if (k >= 2 && m % 100 == 0) {
-    m /= 100;
-    k -= 2;
-  }
-  if (k >= 1 && m % 10 == 0) {
-    m /= 10;
-    k -= 1;
-  }
-  if (k == 0 && int_digits > 5) {
+  // Conversions through int64_t (exact below 2^53) are single instructions.
+  const auto whole = static_cast<uint64_t>(static_cast<int64_t>(a));
+  // Digits of the integer part: log10 from the bit width (1233 / 4096 ~ log10(2)).
+  const int t = (std::bit_width(whole) * 1233) >> 12;
+  const int int_digits = t + (whole >= kPow10u[t] ? 1 : 0);
+  int k = 0;
+  uint64_t m = whole;  // the digits: the value is m / 10^k
+  if (static_cast<double>(static_cast<int64_t>(whole)) != a) {
+    for (k = 1;; ++k) {
+      if (k > 15 - int_digits) return nullptr;  // more than 15 digits
+      m = static_cast<uint64_t>(static_cast<int64_t>(a * kPow10[k] + 0.5));
+      // Exact: m < 10^15 < 2^53 and 10^k are exact, and the division rounds correctly.
+      if (static_cast<double>(static_cast<int64_t>(m)) / kPow10[k] == a) break;
+    }
+  } else if (int_digits > 5) {
     // An integer: scientific (d digits, a point if d > 1, "e+NN") may be shorter.
     int d = int_digits;
-    for (uint64_t t = m; d > 1 && t % 10 == 0; t /= 10) --d;
+    for (uint64_t x = m; d > 1 && x % 10 == 0; x /= 10) --d;
     if (int_digits > d + (d > 1 ? 1 : 0) + 4) return nullptr;
   }
   if (v < 0) *p++ = '-';
-  char* end = std::to_chars(p, p + 16, m).ptr;  // int_digits + k digits
-  if (k > 0) {
-    // The point goes before the last k digits.
-    for (char* d = end; d > p + int_digits; --d) *d = d[-1];
-    p[int_digits] = '.';
-    ++end;
+  char* const point = p + int_digits;
+  if (k == 0) {
+    WriteLastDigits(m, point, int_digits);
+    return point;
   }
+  char* const end = point + 1 + k;
+  *point = '.';
+  WriteLastDigits(WriteLastDigits(m, end, k), point, int_digits);
   return end;
 }
 
 }  // namespace
 
-char* FormatDouble(double v, char (&buf)[32]) {
-  if (char* end = FormatDecimal15(v, buf)) return end;
-  return std::to_chars(buf, buf + sizeof buf, v).ptr;  // shortest form that round-trips
+char* FormatDouble(double v, char* first) {
+  if (char* end = FormatDecimal15(v, first)) return end;
+  return std::to_chars(first, first + 32, v).ptr;  // shortest form that round-trips
 }
 
 void AppendJsonString(std::string* out, std::string_view s) {

@@ -47,9 +47,10 @@ class JsonWriter {
 // Appends `s` as a quoted, escaped JSON string.
 void AppendJsonString(std::string* out, std::string_view s);
 
-// Writes `v` (finite) into buf in the shortest form that reads back to the
-// same double, exactly as std::to_chars(first, last, v) does; returns the end.
-char* FormatDouble(double v, char (&buf)[32]);
+// Writes `v` (finite) at `first`, which has room for 32 characters, in the
+// shortest form that reads back to the same double, exactly as
+// std::to_chars(first, last, v) does; returns the end.
+char* FormatDouble(double v, char* first);
 
 // Writes a reading's value: null (no value), true/false, an integer, a number
 // or a string.

@@ -1,9 +1,11 @@
 #include "agent/uplink/telemetry.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 
 #include "agent/core/json_writer.h"
@@ -118,106 +120,141 @@ size_t EncodeBatch(std::string_view schema, std::string_view array_key, const Ba
 
 // Writes the readings of stored chunks as WriteItem() writes the
 // StoredReadings they decode to. Within a batch the tags of a device repeat
-// and readings of one poll share their timestamp: the quoted tag names are
-// kept (a small cache by tag id, for this batch) and a timestamp equal to the
-// previous one is copied.
+// and readings of one poll share their timestamp: each tag's opening
+// (`,{"tag":"name","ts":`) is kept (a small cache by tag id, for this batch)
+// and a timestamp equal to the previous one is copied. A chunk's readings are
+// written into a scratch buffer by pointer and appended to the payload in
+// one piece; a text value or an error is escaped straight into the payload.
 class ChunkItemWriter {
  public:
   explicit ChunkItemWriter(const store::TagNames& names) : names_(names) {}
 
-  // `comma`: the reading follows another one.
-  void Append(std::string* out, const store::ChunkItem& r, bool comma) {
-    // Written into buf and appended once; a long tag name, a text value and
-    // an error are appended as they come.
-    char buf[192];
-    char* p = buf;
-    auto put = [&p](std::string_view s) {
-      std::memcpy(p, s.data(), s.size());
-      p += s.size();
-    };
-    auto flush = [&] {
-      out->append(buf, static_cast<size_t>(p - buf));
-      p = buf;
-    };
-    if (comma) *p++ = ',';
-    put("{\"tag\":");
-    const std::string_view tag = QuotedTag(r.tag_id);
-    if (tag.size() <= 64) {
-      put(tag);
-    } else {
-      flush();
-      out->append(tag);
+  // Appends the readings of a chunk (as the reader checked it); `comma`: the
+  // first of them follows another reading.
+  void AppendChunk(std::string* out, const store::StoredChunk& c, bool comma) {
+    store::ChunkCursor in(c.data, c.count);
+    store::ChunkItem r;
+    // Room for the chunk's readings as they usually are (for 256 at most).
+    char* p = Room(out, nullptr,
+                   kItemRoom + static_cast<size_t>(std::clamp<int64_t>(c.count, 0, 256)) * 64);
+    while (in.Next(&r)) {
+      const Opening tag = TagOpening(r.tag_id);
+      p = Room(out, p, tag.size + kItemRoom);
+      p = Copy(p, tag.text + (comma ? 0 : 1), tag.size - (comma ? 0 : 1));
+      comma = true;
+      if (r.ts_ms != last_ts_ || ts_len_ == 0) {
+        last_ts_ = r.ts_ms;
+        ts_len_ = static_cast<size_t>(std::to_chars(ts_, ts_ + 24, r.ts_ms).ptr - ts_);
+      }
+      p = Copy(p, ts_, ts_len_);
+      using Kind = store::ChunkItem::Kind;
+      if (r.kind != Kind::kNone) p = Put(p, ",\"v\":");
+      switch (r.kind) {
+        case Kind::kNone: break;
+        case Kind::kFalse: p = Put(p, "false"); break;
+        case Kind::kTrue: p = Put(p, "true"); break;
+        case Kind::kInt: p = std::to_chars(p, p + 24, r.i).ptr; break;
+        case Kind::kUint: p = std::to_chars(p, p + 24, r.u).ptr; break;
+        case Kind::kDouble: p = std::isfinite(r.d) ? FormatDouble(r.d, p) : Put(p, "null"); break;
+        case Kind::kText:
+          Flush(out, p);
+          AppendJsonString(out, r.text);
+          p = Room(out, nullptr, kItemRoom);
+          break;
+      }
+      if (r.quality != Quality::kGood && !r.error.empty()) {
+        p = r.quality == Quality::kBad ? Put(p, ",\"q\":\"bad\",\"err\":")
+                                       : Put(p, ",\"q\":\"uncertain\",\"err\":");
+        Flush(out, p);
+        AppendJsonString(out, r.error);
+        p = Room(out, nullptr, kItemRoom);
+        *p++ = '}';
+        continue;
+      }
+      switch (r.quality) {
+        case Quality::kGood: p = Put(p, ",\"q\":\"good\"}"); break;
+        case Quality::kBad: p = Put(p, ",\"q\":\"bad\"}"); break;
+        case Quality::kUncertain: p = Put(p, ",\"q\":\"uncertain\"}"); break;
+      }
     }
-    put(",\"ts\":");
-    if (r.ts_ms != last_ts_ || ts_len_ == 0) {
-      last_ts_ = r.ts_ms;
-      ts_len_ = static_cast<size_t>(std::to_chars(ts_, ts_ + sizeof ts_, r.ts_ms).ptr - ts_);
-    }
-    put(std::string_view(ts_, ts_len_));
-    using Kind = store::ChunkItem::Kind;
-    if (r.kind != Kind::kNone) put(",\"v\":");
-    switch (r.kind) {
-      case Kind::kNone: break;
-      case Kind::kFalse: put("false"); break;
-      case Kind::kTrue: put("true"); break;
-      case Kind::kInt: p = std::to_chars(p, buf + sizeof buf, r.i).ptr; break;
-      case Kind::kUint: p = std::to_chars(p, buf + sizeof buf, r.u).ptr; break;
-      case Kind::kDouble:
-        if (std::isfinite(r.d)) {
-          char num[32];
-          char* end = FormatDouble(r.d, num);
-          put(std::string_view(num, static_cast<size_t>(end - num)));
-        } else {
-          put("null");
-        }
-        break;
-      case Kind::kText:
-        flush();
-        AppendJsonString(out, r.text);
-        break;
-    }
-    put(",\"q\":\"");
-    put(QualityName(r.quality));
-    *p++ = '"';
-    if (r.quality != Quality::kGood && !r.error.empty()) {
-      put(",\"err\":");
-      flush();
-      AppendJsonString(out, r.error);
-    }
-    *p++ = '}';
-    flush();
+    Flush(out, p);
   }
 
  private:
+  // Room for a reading besides its tag's opening: the timestamp, ",\"v\":", a
+  // number, the quality, and the 15 bytes Copy() may write past its end.
+  static constexpr size_t kItemRoom = 128;
+  static constexpr size_t kPad = 16;  // readable bytes after every Copy() source
   static constexpr size_t kSlots = 64;
+
+  struct Opening {
+    const char* text;  // followed by kPad readable bytes
+    size_t size;
+  };
   struct Slot {
     int64_t id = 0;  // 0: empty (tag ids start at 1)
     size_t offset = 0;
     size_t size = 0;
   };
 
-  std::string_view QuotedTag(int64_t id) {
+  // Copies n bytes in blocks of 16: reads up to 15 bytes past src + n and
+  // writes up to 15 past p + n (both have the room).
+  static char* Copy(char* p, const char* src, size_t n) {
+    for (size_t i = 0; i < n; i += 16) std::memcpy(p + i, src + i, 16);
+    return p + n;
+  }
+  template <size_t N>
+  static char* Put(char* p, const char (&s)[N]) {
+    std::memcpy(p, s, N - 1);
+    return p + N - 1;
+  }
+
+  // Returns where to write (p, or the start of the scratch when p is
+  // nullptr) with at least `need` bytes of room, appending what the scratch
+  // holds to `out` first if it has not. The scratch grows to what a chunk
+  // asks for (a small batch does not pay for a large buffer).
+  char* Room(std::string* out, char* p, size_t need) {
+    if (p == nullptr) p = scratch_.get();
+    const auto used = static_cast<size_t>(p - scratch_.get());
+    if (scratch_size_ - used >= need) return p;
+    if (used > 0) out->append(scratch_.get(), used);
+    if (scratch_size_ < need) {
+      scratch_size_ = need;
+      scratch_ = std::make_unique_for_overwrite<char[]>(need);
+    }
+    return scratch_.get();
+  }
+  void Flush(std::string* out, char* p) {
+    out->append(scratch_.get(), static_cast<size_t>(p - scratch_.get()));
+  }
+
+  Opening TagOpening(int64_t id) {
     Slot& s = slots_[static_cast<uint64_t>(id) % kSlots];
     if (s.id != id) {
       static const std::string kUnknown;  // not reached: the reader knows every tag it hands out
       const std::string* name = names_.Find(id);
-      if (quoted_.size() > 64 * 1024) {  // many long names: start over rather than grow
-        quoted_.clear();
+      if (openings_.size() > 64 * 1024) {  // many long names: start over rather than grow
+        openings_.clear();
         slots_ = {};
       }
       s.id = id;
-      s.offset = quoted_.size();
-      AppendJsonString(&quoted_, name != nullptr ? *name : kUnknown);
-      s.size = quoted_.size() - s.offset;
+      s.offset = openings_.size();
+      openings_ += ",{\"tag\":";
+      AppendJsonString(&openings_, name != nullptr ? *name : kUnknown);
+      openings_ += ",\"ts\":";
+      s.size = openings_.size() - s.offset;
+      openings_.append(kPad, '\0');
     }
-    return std::string_view(quoted_).substr(s.offset, s.size);
+    return Opening{openings_.data() + s.offset, s.size};
   }
 
   const store::TagNames& names_;
   std::array<Slot, kSlots> slots_{};
-  std::string quoted_;
+  std::string openings_;
+  std::unique_ptr<char[]> scratch_;
+  size_t scratch_size_ = 0;
   int64_t last_ts_ = 0;
-  char ts_[24];
+  char ts_[24 + kPad] = {};
   size_t ts_len_ = 0;
 };
 
@@ -255,11 +292,7 @@ size_t EncodeTelemetryChunks(const BatchHeader& h, std::span<const store::Stored
   size_t n = 0;
   for (const store::StoredChunk& c : chunks) {
     const size_t before = out->size();
-    store::ChunkCursor in(c.data, c.count);
-    store::ChunkItem item;
-    while (in.Next(&item)) {
-      writer.Append(out, item, out->size() > body_at);
-    }
+    writer.AppendChunk(out, c, before > body_at);
     char digits[24];
     const auto seq_last_size = static_cast<size_t>(
         std::to_chars(digits, digits + sizeof digits, c.seq_last()).ptr - digits);

@@ -400,6 +400,51 @@ TEST(JsonWriterTest, FormatDoubleWritesWhatToCharsWrites) {
   }
 }
 
+// The same comparison, systematically: every decimal of 0 to 6 places in
+// runs at each magnitude of the shortcut's range (and just past it), each
+// with its neighbouring doubles and its float rounding, the integers around
+// each power of ten (where the layout turns scientific), and random bit
+// patterns.
+TEST(JsonWriterTest, FormatDoubleMatchesToCharsOverManyDecimals) {
+  int mismatches = 0;
+  auto check = [&](double v) {
+    if (!std::isfinite(v) || mismatches >= 10) return;
+    char a[32], b[32];
+    const std::string ours(a, FormatDouble(v, a));
+    const std::string theirs(b, std::to_chars(b, b + sizeof b, v).ptr);
+    if (ours != theirs) {
+      ++mismatches;
+      ADD_FAILURE() << ours << " != " << theirs << " " << std::hexfloat << v;
+    }
+  };
+  auto around = [&](double v) {
+    for (double x : {v, -v, std::nextafter(v, 1e300), std::nextafter(v, -1e300),
+                     static_cast<double>(static_cast<float>(v))}) {
+      check(x);
+    }
+  };
+  const double kPow10[] = {1,    10,   100,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                           1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  for (int places = 0; places <= 6; ++places) {
+    for (int magnitude = 0; magnitude + places <= 17; ++magnitude) {
+      // 20000 consecutive decimals from 10^magnitude on, 0..places after the point.
+      const auto start = static_cast<uint64_t>(kPow10[magnitude + places]);
+      for (uint64_t m = start; m < start + 20000; ++m)
+        around(static_cast<double>(m) / kPow10[places]);
+    }
+    for (uint64_t m = 0; m < 200000; ++m) around(static_cast<double>(m) / kPow10[places]);
+  }
+  for (int e = 1; e <= 22; ++e) {
+    for (int d = -1000; d <= 1000; ++d) around(kPow10[e] + d);
+  }
+  std::mt19937_64 rng(2024);
+  for (int i = 0; i < 300000; ++i) {
+    check(std::bit_cast<double>(rng()));
+    around(static_cast<double>(rng() % 1000000000000000ull) / kPow10[rng() % 16]);
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(JsonWriterTest, NonFiniteDoublesAreNull) {
   EXPECT_EQ(Json([](JsonWriter& w) {
               w.BeginArray()

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -158,6 +160,53 @@ TEST(EncodeTelemetryChunksTest, WritesTheBytesOfTheReadingsTheChunksHold) {
   std::string out;
   EncodeTelemetryChunks({"gw", "", false}, run.chunks, run.names, kUnbounded, &out);
   EXPECT_EQ(out, EncodeTelemetry({"gw", "", false}, run.rows)) << "no device";
+}
+
+// Random runs: tag names from one character to longer than the encoder's
+// scratch buffer, more tags than its cache of tag openings, every kind of
+// value and quality, errors, chunks of up to 250 readings.
+TEST(EncodeTelemetryChunksTest, WritesTheBytesOfRandomRuns) {
+  std::mt19937_64 rng(11);
+  std::vector<std::string> names;
+  for (int i = 0; i < 150; ++i) {
+    const size_t len = i == 7 ? 20000 : i % 10 == 3 ? 200 + rng() % 300 : 1 + rng() % 40;
+    std::string name;
+    for (size_t k = 0; k < len; ++k) name += static_cast<char>('a' + rng() % 26);
+    if (i % 17 == 0) name += "\"\\\x02\xC3\xA9";
+    names.push_back(name);
+  }
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::vector<Reading>> polls;
+    int64_t ts = 1763800000000 + static_cast<int64_t>(rng() % 1000000);
+    for (int p = 0; p < 8; ++p) {
+      std::vector<Reading> poll;
+      const size_t n = 1 + rng() % 250;
+      for (size_t i = 0; i < n; ++i) {
+        if (rng() % 4 == 0) ts += static_cast<int64_t>(rng() % 5000) - 1000;
+        Reading r;
+        r.tag = names[rng() % (round % 2 == 0 ? 6 : names.size())];
+        r.ts_ms = ts;
+        switch (rng() % 8) {
+          case 0: break;
+          case 1: r.value = rng() % 2 == 0; break;
+          case 2: r.value = static_cast<int64_t>(rng()); break;
+          case 3: r.value = static_cast<uint64_t>(rng()); break;
+          case 4: r.value = std::bit_cast<double>(rng()); break;
+          case 5: r.value = std::string(rng() % 30, static_cast<char>(rng() % 128)); break;
+          default: r.value = 230.0 + static_cast<double>(rng() % 1000) / 10; break;
+        }
+        r.quality = static_cast<Quality>(rng() % 3);
+        if (rng() % 3 == 0) r.error = std::string(rng() % 20, static_cast<char>(rng() % 256));
+        poll.push_back(std::move(r));
+      }
+      polls.push_back(std::move(poll));
+    }
+    const StoredRun run = MakeRun(1 + round * 10000, polls);
+    const BatchHeader h{"gw", "meter-3", round % 3 == 0};
+    std::string out;
+    EXPECT_EQ(EncodeTelemetryChunks(h, run.chunks, run.names, kUnbounded, &out), run.chunks.size());
+    ASSERT_EQ(out, EncodeTelemetry(h, run.rows)) << "round " << round;
+  }
 }
 
 TEST(EncodeTelemetryChunksTest, TakesTheLeadingWholeChunksThatFitTheByteBound) {
