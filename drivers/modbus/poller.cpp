@@ -65,9 +65,7 @@ ModbusPoller::ModbusPoller(std::string name, std::unique_ptr<ModbusTransport> tr
       transport_(std::move(transport)),
       clock_(clock),
       sink_(std::move(sink)),
-      options_(options),
-      regs_(kMaxRegistersPerRead),
-      bits_(kMaxBitsPerRead) {
+      options_(options) {
   const MonoTime start = clock_.mono();
   for (DeviceSpec& spec : devices) {
     DeviceState d;
@@ -95,6 +93,20 @@ ModbusPoller::ModbusPoller(std::string name, std::unique_ptr<ModbusTransport> tr
     CountPlan(d);
     devices_.push_back(std::move(d));
   }
+  // The read buffers fit the largest request planned (a split only makes requests smaller), not
+  // the largest Modbus allows: that was 2,250 bytes per bus, most of them for bits never read.
+  size_t max_registers = 0;
+  size_t max_bits = 0;
+  for (const DeviceState& d : devices_) {
+    for (const Group& g : d.groups) {
+      for (const ReadRequest& r : g.plan) {
+        size_t& max = IsBitTable(r.table) ? max_bits : max_registers;
+        max = std::max<size_t>(max, r.count);
+      }
+    }
+  }
+  regs_.resize(max_registers);
+  bits_.resize(max_bits);
 }
 
 ModbusPoller::~ModbusPoller() { Stop(); }

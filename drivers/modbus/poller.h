@@ -164,8 +164,8 @@ class ModbusPoller {
   ReadingSink sink_;
   const PollerOptions options_;
   PollSchedule schedule_;
-  std::vector<uint16_t> regs_;
-  std::vector<uint8_t> bits_;
+  std::vector<uint16_t> regs_;  // as many as the largest register request reads
+  std::vector<uint8_t> bits_;   // as many as the largest bit request reads
 
   // Connect backoff: no attempt before `retry_at_`; the delay doubles up to a cap.
   MonoTime retry_at_{};
