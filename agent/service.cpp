@@ -27,7 +27,9 @@ constexpr std::chrono::minutes kReloadWatchdog{5};
 
 // Gives the pages of freed memory back to the system. Reading a config frees its TOML tree
 // (some 4.5 MB for 10,000 tags) and building the workers frees temporaries; without this their
-// pages would stay resident until the heap happens to reuse them.
+// pages would stay resident until the heap happens to reuse them. Called once the config is read,
+// before the workers start: their threads, stacks and first polls (all buses at once) would
+// otherwise add to the tree's pages, and with 100 buses that sum was the peak RSS of the run.
 void ReleaseFreedMemory() {
 #ifdef __GLIBC__
   malloc_trim(0);
@@ -37,6 +39,7 @@ void ReleaseFreedMemory() {
 // Loads the new config and applies it; false if the agent must exit.
 bool Reload(Supervisor& supervisor, const std::string& path) {
   ConfigResult r = LoadConfig(path);
+  ReleaseFreedMemory();
   if (!r.config) {
     for (const ConfigError& e : r.errors) Log(LogLevel::kError, "config", e.ToString());
     Log(LogLevel::kError, "agent",
@@ -84,6 +87,7 @@ int RunService(const std::string& config_path) {
         std::to_string(loaded.errors.size()) + " error(s) in " + config_path + "; not starting");
     return kExitBadInput;
   }
+  ReleaseFreedMemory();
 
   SystemdNotifier notifier;
   Supervisor supervisor(std::move(*loaded.config), RealClock());

@@ -65,9 +65,7 @@ ModbusPoller::ModbusPoller(std::string name, std::unique_ptr<ModbusTransport> tr
       transport_(std::move(transport)),
       clock_(clock),
       sink_(std::move(sink)),
-      options_(options),
-      regs_(kMaxRegistersPerRead),
-      bits_(kMaxBitsPerRead) {
+      options_(options) {
   const MonoTime start = clock_.mono();
   for (DeviceSpec& spec : devices) {
     DeviceState d;
@@ -95,6 +93,20 @@ ModbusPoller::ModbusPoller(std::string name, std::unique_ptr<ModbusTransport> tr
     CountPlan(d);
     devices_.push_back(std::move(d));
   }
+  // The read buffers fit the largest request planned (a split only makes requests smaller), not
+  // the largest Modbus allows: that was 2,250 bytes per bus, most of them for bits never read.
+  size_t max_registers = 0;
+  size_t max_bits = 0;
+  for (const DeviceState& d : devices_) {
+    for (const Group& g : d.groups) {
+      for (const ReadRequest& r : g.plan) {
+        size_t& max = IsBitTable(r.table) ? max_bits : max_registers;
+        max = std::max<size_t>(max, r.count);
+      }
+    }
+  }
+  regs_.resize(max_registers);
+  bits_.resize(max_bits);
 }
 
 ModbusPoller::~ModbusPoller() { Stop(); }
@@ -139,15 +151,17 @@ MonoTime ModbusPoller::RunDue() {
       const uint64_t missed = schedule_.Complete(d.groups[g].entry, end);
       if (missed == 0) continue;
       const uint64_t total = d.counters->overruns += missed;
-      if (PowerOfTwo(total) || missed >= total) {
-        LogDevice(LogLevel::kWarning, "modbus", d.spec.id,
-                  "poll took longer than its interval of " + Seconds(d.groups[g].interval) + ": " +
-                      std::to_string(total) +
-                      " slot(s) skipped so far (slow device, timeouts, or too many devices on " +
-                      name_ + ")");
-      }
+      if (PowerOfTwo(total) || missed >= total) LogOverrun(d, d.groups[g], total);
     }
   }
+}
+
+void ModbusPoller::LogOverrun(const DeviceState& d, const Group& g, uint64_t total) {
+  LogDevice(LogLevel::kWarning, "modbus", d.spec.id,
+            "poll took longer than its interval of " + Seconds(g.interval) + ": " +
+                std::to_string(total) +
+                " slot(s) skipped so far (slow device, timeouts, or too many devices on " + name_ +
+                ")");
 }
 
 bool ModbusPoller::EnsureConnected() {
@@ -156,8 +170,7 @@ bool ModbusPoller::EnsureConnected() {
   if (now < retry_at_) return false;
   Status s = transport_->Connect();
   if (s.ok()) {
-    if (connect_logged_)
-      Log(LogLevel::kInfo, "modbus", name_ + ": connected to " + transport_->Describe());
+    if (connect_logged_) LogConnected();
     connect_logged_ = false;
     backoff_ = std::chrono::milliseconds(0);
     return true;
@@ -166,12 +179,20 @@ bool ModbusPoller::EnsureConnected() {
       backoff_.count() == 0 ? options_.backoff_first : std::min(backoff_ * 2, options_.backoff_max);
   retry_at_ = now + backoff_;
   if (!connect_logged_) {
-    Log(LogLevel::kWarning, "modbus",
-        name_ + ": cannot connect to " + transport_->Describe() + ": " + transport_->last_error() +
-            "; retrying with backoff up to " + Seconds(options_.backoff_max));
+    LogConnectFailed();
     connect_logged_ = true;
   }
   return false;
+}
+
+void ModbusPoller::LogConnected() {
+  Log(LogLevel::kInfo, "modbus", name_ + ": connected to " + transport_->Describe());
+}
+
+void ModbusPoller::LogConnectFailed() {
+  Log(LogLevel::kWarning, "modbus",
+      name_ + ": cannot connect to " + transport_->Describe() + ": " + transport_->last_error() +
+          "; retrying with backoff up to " + Seconds(options_.backoff_max));
 }
 
 void ModbusPoller::PollDevice(DeviceState& d, const std::vector<size_t>& groups) {
@@ -228,29 +249,8 @@ void ModbusPoller::PollGroup(DeviceState& d, Group& g, std::vector<Reading>* out
       ++k;
       continue;
     }
-    if (s.message() == "exception:2") {
-      std::vector<ReadRequest> halves;
-      if (SplitRequest(req, d.spec.tags, &halves)) {
-        ++d.counters->splits;
-        LogDevice(LogLevel::kInfo, "modbus", d.spec.id,
-                  "request " + Describe(req) +
-                      " refused with exception 2 (illegal data address): "
-                      "split into " +
-                      Describe(halves[0]) + " and " + Describe(halves[1]));
-        g.plan[k] = std::move(halves[0]);
-        g.plan.insert(g.plan.begin() + static_cast<std::ptrdiff_t>(k) + 1, std::move(halves[1]));
-        CountPlan(d);
-        continue;  // read the first half now, then the second
-      }
-      for (size_t t : req.tags) {
-        if (d.refused[t]) continue;
-        d.refused[t] = true;
-        const TagSpec& tag = d.spec.tags[t];
-        Log(LogEvent{LogLevel::kWarning, "modbus", d.spec.id, tag.name,
-                     "the device refuses " + std::string(TableName(tag.table)) + " address " +
-                         std::to_string(tag.address) +
-                         " (exception 2, illegal data address): check the tag's address"});
-      }
+    if (s.message() == "exception:2" && SplitRefused(d, g, k)) {
+      continue;  // read the first half now, then the second
     }
     if (IsException(s) && !GatewayNoAnswer(s)) {
       outcome->answered = true;  // the device is there; it refused this request
@@ -268,6 +268,33 @@ void ModbusPoller::PollGroup(DeviceState& d, Group& g, std::vector<Reading>* out
     mark_bad(req, s.message());
     ++k;
   }
+}
+
+bool ModbusPoller::SplitRefused(DeviceState& d, Group& g, size_t k) {
+  const ReadRequest& req = g.plan[k];
+  std::vector<ReadRequest> halves;
+  if (SplitRequest(req, d.spec.tags, &halves)) {
+    ++d.counters->splits;
+    LogDevice(LogLevel::kInfo, "modbus", d.spec.id,
+              "request " + Describe(req) +
+                  " refused with exception 2 (illegal data address): "
+                  "split into " +
+                  Describe(halves[0]) + " and " + Describe(halves[1]));
+    g.plan[k] = std::move(halves[0]);
+    g.plan.insert(g.plan.begin() + static_cast<std::ptrdiff_t>(k) + 1, std::move(halves[1]));
+    CountPlan(d);
+    return true;
+  }
+  for (size_t t : req.tags) {
+    if (d.refused[t]) continue;
+    d.refused[t] = true;
+    const TagSpec& tag = d.spec.tags[t];
+    Log(LogEvent{LogLevel::kWarning, "modbus", d.spec.id, tag.name,
+                 "the device refuses " + std::string(TableName(tag.table)) + " address " +
+                     std::to_string(tag.address) +
+                     " (exception 2, illegal data address): check the tag's address"});
+  }
+  return false;
 }
 
 Status ModbusPoller::ReadWithRetries(DeviceState& d, const ReadRequest& req, bool probing) {

@@ -144,6 +144,14 @@ class ModbusPoller {
   void Decode(DeviceState& d, const ReadRequest& req, std::vector<Reading>* out);
   void UpdateLink(DeviceState& d, const PollOutcome& outcome);
   bool EnsureConnected();
+  // Cold paths, kept out of the frames of the poll loop: every stack page a poller thread touches
+  // once stays resident for its life (docs/footprint.md).
+  [[gnu::noinline]] void LogOverrun(const DeviceState& d, const Group& g, uint64_t total);
+  [[gnu::noinline]] void LogConnected();
+  [[gnu::noinline]] void LogConnectFailed();
+  // After exception 2 to g.plan[k]: splits it (true: the halves replace it) or, once it cannot be
+  // split, marks and logs its tags as refused (false).
+  [[gnu::noinline]] bool SplitRefused(DeviceState& d, Group& g, size_t k);
   void Emit(DeviceState& d, std::vector<Reading>&& readings);
   bool PassesDeadband(DeviceState& d, size_t tag, const Reading& r);
   void CountPlan(DeviceState& d);
@@ -156,8 +164,8 @@ class ModbusPoller {
   ReadingSink sink_;
   const PollerOptions options_;
   PollSchedule schedule_;
-  std::vector<uint16_t> regs_;
-  std::vector<uint8_t> bits_;
+  std::vector<uint16_t> regs_;  // as many as the largest register request reads
+  std::vector<uint8_t> bits_;   // as many as the largest bit request reads
 
   // Connect backoff: no attempt before `retry_at_`; the delay doubles up to a cap.
   MonoTime retry_at_{};

@@ -252,6 +252,23 @@ TEST(TcpFramingTest, ALateReplyToTheSameRequestIsSkippedByItsTransactionId) {
   for (uint16_t i = 0; i < 4; ++i) EXPECT_EQ(regs[i], 5010 + i) << "never the old values";
 }
 
+// A dotted IPv4 address skips the resolver (every other test connects so); a name goes through it.
+TEST(TcpFramingTest, AHostNameIsResolved) {
+  ScriptedPeer peer(Framing::kTcp);
+  EndpointSpec spec;
+  spec.host = "localhost";
+  spec.port = peer.port();
+  spec.timeout = milliseconds(500);
+  LibmodbusTransport t(spec);
+  ASSERT_TRUE(t.Connect().ok()) << t.last_error();
+  peer.SetRegister(3, 4242);
+  peer.Script([&](const ReadFrame& r) { return std::vector<Step>{{{}, peer.Good(r)}}; });
+  std::vector<uint16_t> regs(1);
+  ASSERT_TRUE(t.ReadRegisters(1, Table::kHolding, 3, 1, regs.data()).ok()) << t.last_error();
+  EXPECT_EQ(regs[0], 4242);
+  EXPECT_EQ(peer.connections(), 1);
+}
+
 TEST_P(TransportTest, AClosedConnectionIsAnIoErrorAndReconnects) {
   peer_.Script([&](const ReadFrame&) { return std::vector<Step>{}; });
   peer_.HangUpAfterNext();
