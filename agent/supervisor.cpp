@@ -207,7 +207,7 @@ Status Supervisor::StartWorkers(const Config& c, bool reuse_writer, bool store_m
       // opens the store once it can (the error is its to log).
       writer_ = std::make_unique<store::StoreWriter>(std::move(open_ring), store_options, clock_);
     }
-    writer_->SetCommitListener([this] { NotifyUplink(); });
+    writer_->SetCommitListener([this](const store::CommitNews& news) { NotifyUplink(news); });
     // The rules run in the writer: a reload with other rules gets a new writer.
     engine_ = std::make_shared<rules::AlarmEngine>(
         c.alarms, c.counters, clock_,
@@ -281,9 +281,9 @@ Status Supervisor::StartWorkers(const Config& c, bool reuse_writer, bool store_m
   return Status::Ok();
 }
 
-void Supervisor::NotifyUplink() {
+void Supervisor::NotifyUplink(const store::CommitNews& news) {
   MutexLock lock(&notify_mu_);
-  if (notify_target_ != nullptr) notify_target_->NotifyNewData();
+  if (notify_target_ != nullptr) notify_target_->NotifyNewData(news);
 }
 
 void Supervisor::StopWorkers(bool keep_writer) {

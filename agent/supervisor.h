@@ -95,7 +95,7 @@ class Supervisor {
   // Takes the workers out (under the lock) and stops them outside it; the
   // writer (and its rules) too unless `keep_writer`.
   void StopWorkers(bool keep_writer);
-  void NotifyUplink();
+  void NotifyUplink(const store::CommitNews& news);
   std::vector<WorkerBeat> BeatsLocked() const TR_REQUIRES(mu_);
   void StartStatus();
   void StopStatus();

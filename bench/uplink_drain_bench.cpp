@@ -108,7 +108,7 @@ DrainResult Drain(const Args& a, const std::string& db) {
   uplink::Uplink up(
       o, std::move(client), std::move(reader).value(),
       [&writer](store::StoreItem&& item) { writer.Submit(std::move(item)); }, RealClock());
-  writer.SetCommitListener([&up] { up.NotifyNewData(); });
+  writer.SetCommitListener([&up](const store::CommitNews& news) { up.NotifyNewData(news); });
   writer.Start();
   up.Start();
   // Timed from the connection on, as the raw loop is: the TLS handshake is

@@ -152,6 +152,7 @@ Result<std::unique_ptr<RingStore>> RingStore::Open(const StoreOptions& options, 
   TR_RETURN_IF_ERROR(store->Prepare());
   TR_RETURN_IF_ERROR(store->LoadCounts());
   TR_RETURN_IF_ERROR(store->CheckDeliveryLists());
+  store->CountPages();
 
   // The marks must cover whatever the database already holds.
   std::map<std::string, int64_t> last;
@@ -214,6 +215,9 @@ Status RingStore::Prepare() {
        "UPDATE events SET delivered = 1 WHERE stream = ?1 AND device = ?2 AND delivered = 0 "
        "AND seq BETWEEN ?3 AND ?4"},
       {&add_lost_, "UPDATE devices SET lost = lost + ?2 WHERE id = ?1"},
+      {&begin_, "BEGIN IMMEDIATE"},
+      {&commit_, "COMMIT"},
+      {&rollback_, "ROLLBACK"},
       {&page_count_, "PRAGMA page_count"},
       {&freelist_count_, "PRAGMA freelist_count"},
       {&delete_delivered_,
@@ -464,6 +468,7 @@ Status RingStore::InsertEvent(const NewEvent& e) {
   TR_RETURN_IF_ERROR(insert_event_.Run());
   ++seq;
   ++events_;
+  events_added_ = true;
   insert_stream_.BindText(1, e.stream);
   insert_stream_.BindText(2, e.device);
   insert_stream_.BindInt(3, seq);
@@ -580,7 +585,7 @@ Status RingStore::Apply(const std::vector<WriteItem>& group) {
   return Status::Ok();
 }
 
-Status RingStore::Begin() { return db_.Exec("BEGIN IMMEDIATE"); }
+Status RingStore::Begin() { return begin_.Run(); }
 
 Status RingStore::Commit() {
   // Every number this transaction hands out is covered by the marks on disk
@@ -589,15 +594,17 @@ Status RingStore::Commit() {
   for (const auto& [name, d] : devices_) last[name] = d.next_seq - 1;
   for (const auto& [key, next] : streams_) last[StreamKey(key.first, key.second)] = next - 1;
   TR_RETURN_IF_ERROR(reservations_.Cover(last));
-  return db_.Exec("COMMIT");
+  CountPages();  // inside the transaction: what the database holds once it commits
+  return commit_.Run();
 }
 
 void RingStore::Rollback() {
-  (void)db_.Exec("ROLLBACK");
+  (void)rollback_.Run();
   devices_.clear();  // the caches may hold ids and counters that were rolled back
   streams_.clear();
   Status s = LoadCounts();
   if (!s.ok()) Log(LogLevel::kError, "store", "reload counters after rollback: " + s.ToString());
+  CountPages();
 }
 
 Status RingStore::ApplyInTransaction(const std::vector<WriteItem>& group) {
@@ -652,17 +659,16 @@ bool RingStore::AtCap() const {
   return static_cast<uint64_t>(pages) >= cap_pages_;
 }
 
-uint64_t RingStore::UsedPages() const {
-  auto count = [](const Stmt& st) {
-    auto& s = const_cast<Stmt&>(st);
-    Result<bool> row = s.Step();
-    const int64_t n = row.ok() && *row ? s.ColumnInt(0) : 0;
-    s.Reset();
+void RingStore::CountPages() {
+  auto count = [](Stmt& st) {
+    Result<bool> row = st.Step();
+    const int64_t n = row.ok() && *row ? st.ColumnInt(0) : 0;
+    st.Reset();
     return static_cast<uint64_t>(n);
   };
   const uint64_t pages = count(page_count_);
   const uint64_t free_pages = count(freelist_count_);
-  return pages > free_pages ? pages - free_pages : 0;
+  used_pages_ = pages > free_pages ? pages - free_pages : 0;
 }
 
 uint64_t RingStore::FileBytes(const std::string& path) const {
@@ -744,6 +750,7 @@ void RingStore::ShrinkFile() {
   Status s = db_.Exec("PRAGMA incremental_vacuum");
   if (s.ok()) s = db_.Exec("PRAGMA max_page_count = " + std::to_string(cap_pages_));
   if (!s.ok()) Log(LogLevel::kWarning, "store", "shrink the database file: " + s.ToString());
+  CountPages();
 }
 
 void RingStore::AfterCommit() {

@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "agent/core/clock.h"
@@ -88,6 +89,10 @@ class RingStore {
   Status WriteGroup(const std::vector<WriteItem>& group);
 
   RingUsage Usage() const;
+  // Whether event records were added since the last call, by the groups
+  // written or by the store itself (the loss records of an eviction or a
+  // discard); clears the mark.
+  bool TakeEventsAdded() { return std::exchange(events_added_, false); }
 
   // The ranges the uplink holds (not owned; may be null): eviction passes over
   // them while it can, and an ack committed here releases its range. Set
@@ -168,7 +173,11 @@ class RingStore {
   void AfterCommit();
   uint64_t ChunkBytes() const;
   bool AtCap() const;  // the database has grown to its page cap
-  uint64_t UsedPages() const;
+  // Pages in use as of the last CountPages(): counted at open, inside every
+  // transaction just before it commits, and after a rollback or a shrink, so
+  // that a commit costs no read transaction of its own to learn it.
+  uint64_t UsedPages() const { return used_pages_; }
+  void CountPages();
   uint64_t FileBytes(const std::string& path) const;
 
   Db db_;
@@ -184,13 +193,16 @@ class RingStore {
   int64_t chunks_ = 0;
   int64_t events_ = 0;
   uint64_t evicted_undelivered_ = 0;
+  uint64_t used_pages_ = 0;
+  bool events_added_ = false;
   DeliveryHolds* holds_ = nullptr;
 
   Stmt find_device_, insert_device_, update_seq_, find_tag_, insert_tag_, insert_chunk_,
       insert_outbox_, ack_chunks_, mark_delivered_, find_stream_, insert_stream_, update_stream_,
       insert_event_, mark_events_, add_lost_, page_count_, freelist_count_, delete_delivered_,
       forget_acked_, delete_delivered_events_, undelivered_oldest_, undelivered_range_,
-      delete_chunk_, delete_outbox_, clear_held_, insert_held_, put_state_;
+      delete_chunk_, delete_outbox_, clear_held_, insert_held_, put_state_, begin_, commit_,
+      rollback_;
   // Caches of committed state; dropped after a failed transaction.
   std::unordered_map<std::string, DeviceEntry> devices_;
   std::map<std::pair<std::string, std::string>, int64_t> streams_;  // next seq per stream

@@ -18,11 +18,6 @@ constexpr milliseconds kRetryCap{5000};
 constexpr milliseconds kFailureLogEvery{60000};
 constexpr int kAttemptsWhenStopping = 3;
 
-size_t RowsOf(const WriteItem& item) {
-  if (const auto* b = std::get_if<SequencedBatch>(&item)) return b->readings.size();
-  return 1;
-}
-
 }  // namespace
 
 StoreWriter::StoreWriter(std::unique_ptr<RingStore> store, const StoreOptions& options,
@@ -94,10 +89,17 @@ void StoreWriter::Run() {
     MonoTime deadline = next_tick_;
     if (work) deadline = std::min(deadline, counters_.failing ? retry_at_ : group_deadline_);
     heartbeat_.Beat(clock_.mono());
+    // An open group takes what queues up without a wake-up per item.
+    const size_t wake_at = work && store_ && !counters_.failing ? GroupWakeAt() : 1;
     std::optional<StoreItem> item =
-        queue_.PopUntil(std::min(deadline, steady_clock::now() + kHeartbeatEvery));
+        queue_.PopUntil(std::min(deadline, steady_clock::now() + kHeartbeatEvery), wake_at);
     const bool drained = !item && queue_.closed();
     if (item) Accept(std::move(*item));
+    // What queued up meanwhile joins the group, as long as the group has room.
+    while (item && pending_rows_ < options_.commit_rows) {
+      item = queue_.TryPop();
+      if (item) Accept(std::move(*item));
+    }
     if (observer_ != nullptr && steady_clock::now() >= next_tick_) Tick();
     const MonoTime now = steady_clock::now();
     const bool due = counters_.failing
@@ -106,6 +108,16 @@ void StoreWriter::Run() {
     if ((!pending_.empty() || !store_) && (due || drained)) TryCommit(drained);
     if (drained) return;
   }
+}
+
+size_t StoreWriter::GroupWakeAt() const {
+  if (pending_rows_ >= options_.commit_rows) return 1;
+  const uint64_t per_item =
+      std::max<uint64_t>(1, rows_taken_ / std::max<uint64_t>(1, items_taken_));
+  const uint64_t room = (options_.commit_rows - pending_rows_ + per_item - 1) / per_item;
+  // Half the queue at most, so that producers never meet a full queue because of it.
+  return static_cast<size_t>(
+      std::clamp<uint64_t>(room, 1, std::max<size_t>(1, queue_.capacity() / 2)));
 }
 
 void StoreWriter::Tick() {
@@ -120,7 +132,9 @@ void StoreWriter::Tick() {
 
 void StoreWriter::Accept(StoreItem&& item) {
   if (pending_.empty()) group_deadline_ = steady_clock::now() + options_.commit_interval;
+  ++items_taken_;
   if (auto* batch = std::get_if<ReadingBatch>(&item)) {
+    rows_taken_ += batch->readings.size();
     Sequence(std::move(*batch));
   } else {
     // Acks, records and discards are small; each counts as one row of the group.
@@ -132,6 +146,7 @@ void StoreWriter::Accept(StoreItem&& item) {
         },
         std::move(item));
     ++pending_rows_;
+    ++rows_taken_;
   }
   while (counters_.pending_readings > options_.max_memory_readings) DropOldestReadings();
 }
@@ -252,8 +267,14 @@ void StoreWriter::TryCommit(bool stopping) {
   unsaved_state_.clear();
 
   size_t readings = 0, acks = 0, events = 0;
+  news_.devices.clear();
   for (const WriteItem& w : pending_) {
-    if (std::holds_alternative<SequencedBatch>(w)) readings += RowsOf(w);
+    if (const auto* b = std::get_if<SequencedBatch>(&w)) {
+      readings += b->readings.size();
+      if (std::find(news_.devices.begin(), news_.devices.end(), b->device) == news_.devices.end()) {
+        news_.devices.push_back(b->device);
+      }
+    }
     if (std::holds_alternative<DeliveryAck>(w) || std::holds_alternative<EventAck>(w) ||
         std::holds_alternative<DiscardReadings>(w)) {
       ++acks;
@@ -283,7 +304,9 @@ void StoreWriter::TryCommit(bool stopping) {
     MutexLock lock(&usage_mu_);
     usage_ = store_->Usage();
   }
-  if ((readings > 0 || events > 0) && on_commit_) on_commit_();
+  // The store's own records (an eviction's losses) are news as well.
+  news_.events = store_->TakeEventsAdded() || events > 0;
+  if ((readings > 0 || news_.events) && on_commit_) on_commit_(news_);
 }
 
 Status StoreWriter::OpenStore() {

@@ -6,6 +6,9 @@
 //   reported range of numbers.
 // - Group commit: items are committed together once `commit_rows` rows are
 //   waiting or `commit_interval` after the first of them, whichever is first.
+//   While a group is open, the writer is not woken for each item: it takes
+//   what queued up when the group is due, or once about as many items are
+//   queued as the group still has room for (by the rows per item seen so far).
 // - When a commit fails (disk full, I/O error), the writer keeps taking items
 //   into memory, retries with backoff (100 ms doubling to 5 s) and recovers by
 //   itself when the disk does. Memory stays bounded: past max_memory_readings
@@ -77,8 +80,11 @@ class StoreWriter {
   StoreWriter(const StoreWriter&) = delete;
   StoreWriter& operator=(const StoreWriter&) = delete;
 
-  // Called after every commit that wrote readings or events. Set before Start().
-  void SetCommitListener(std::function<void()> listener) { on_commit_ = std::move(listener); }
+  // Called after every commit that wrote readings or events, with what it
+  // added. Set before Start().
+  void SetCommitListener(std::function<void(const CommitNews&)> listener) {
+    on_commit_ = std::move(listener);
+  }
 
   // Runs on every reading and every tick in the writer thread (alarms,
   // counters); its records and state are stored with the readings. Set before
@@ -127,7 +133,11 @@ class StoreWriter {
   const StoreOptions options_;
   const Clock& clock_;
   BoundedQueue<StoreItem> queue_;
-  std::function<void()> on_commit_;
+  // How many items the queue may gather before an open group wants the writer awake.
+  size_t GroupWakeAt() const;
+
+  std::function<void(const CommitNews&)> on_commit_;
+  CommitNews news_;  // of the commit being made, reused
   WriterObserver* observer_ = nullptr;
   WriterCounters counters_;
   Heartbeat heartbeat_;
@@ -135,6 +145,8 @@ class StoreWriter {
   // Writer thread only.
   std::vector<WriteItem> pending_;
   size_t pending_rows_ = 0;
+  uint64_t items_taken_ = 0;  // items and their rows taken so far: the rows an item brings
+  uint64_t rows_taken_ = 0;
   MonoTime group_deadline_ = MonoTime::max();
   MonoTime next_tick_ = MonoTime::max();
   std::vector<NewEvent> observed_;  // scratch for the observer's records

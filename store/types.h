@@ -36,6 +36,12 @@ struct StoreOptions {
   int64_t sequence_block = 100000;
 };
 
+// What one commit added, for the store's readers.
+struct CommitNews {
+  std::vector<std::string> devices;  // devices that got new readings, each once
+  bool events = false;               // some event record (alarm, counter, loss, ...) was added
+};
+
 // Event streams: records for the cloud that the store keeps until delivered.
 // Each (stream, device) has its own sequence 1, 2, 3, ...; device "" is the
 // gateway itself.

@@ -4,11 +4,15 @@
 // happens when it is full: TryPush fails at once (the caller counts the drop),
 // PushUntil waits up to a deadline. After Close(), pushes fail with kClosed and
 // pops drain what is left, then report closed. Items are moved in and out,
-// never copied.
+// never copied. A consumer that collects items in groups may ask not to be
+// woken until `wake_at` items are queued (PopUntil's second form): pushes
+// below that number wake nobody, which saves a thread wake-up per item.
 //
-// Threads: every method is safe from any thread.
+// Threads: every method is safe from any thread. A wake threshold above one is
+// meant for a queue with one consumer: the threshold is the queue's, not the waiter's.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -38,7 +42,7 @@ class BoundedQueue {
     if (closed_) return PushResult::kClosed;
     if (items_.size() >= capacity_) return PushResult::kFull;
     items_.push_back(std::move(item));
-    not_empty_.Signal();
+    if (items_.size() >= wake_at_) not_empty_.Signal();
     return PushResult::kOk;
   }
 
@@ -52,7 +56,7 @@ class BoundedQueue {
     }
     if (closed_) return PushResult::kClosed;
     items_.push_back(std::move(item));
-    not_empty_.Signal();
+    if (items_.size() >= wake_at_) not_empty_.Signal();
     return PushResult::kOk;
   }
 
@@ -61,11 +65,18 @@ class BoundedQueue {
 
   // Waits until an item is there or `deadline` passes. nullopt on timeout, or
   // when the queue is closed and empty (check closed() to tell them apart).
-  std::optional<T> PopUntil(Deadline deadline) {
+  std::optional<T> PopUntil(Deadline deadline) { return PopUntil(deadline, 1); }
+
+  // Waits until `wake_at` items are there (at least one), the queue is closed,
+  // or `deadline` passes; then takes the first item if there is one. Pushes
+  // meanwhile wake this waiter only once `wake_at` items are queued.
+  std::optional<T> PopUntil(Deadline deadline, size_t wake_at) {
     MutexLock lock(&mu_);
-    while (items_.empty() && !closed_) {
-      if (!not_empty_.WaitUntil(deadline) && items_.empty()) return std::nullopt;
+    wake_at_ = std::clamp<size_t>(wake_at, 1, capacity_);
+    while (items_.size() < wake_at_ && !closed_) {
+      if (!not_empty_.WaitUntil(deadline) && std::chrono::steady_clock::now() >= deadline) break;
     }
+    wake_at_ = 1;
     if (items_.empty()) return std::nullopt;
     T item = std::move(items_.front());
     items_.pop_front();
@@ -74,6 +85,16 @@ class BoundedQueue {
   }
 
   std::optional<T> Pop() { return PopUntil(Deadline::max()); }
+
+  // Takes the first item if there is one, without waiting.
+  std::optional<T> TryPop() {
+    MutexLock lock(&mu_);
+    if (items_.empty()) return std::nullopt;
+    T item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.Signal();
+    return item;
+  }
 
   // Moves up to `max` items into `out` without waiting; returns how many.
   size_t DrainInto(std::vector<T>& out, size_t max) {
@@ -111,6 +132,7 @@ class BoundedQueue {
   CondVar not_full_{&mu_};
   std::deque<T> items_ TR_GUARDED_BY(mu_);
   bool closed_ TR_GUARDED_BY(mu_) = false;
+  size_t wake_at_ TR_GUARDED_BY(mu_) = 1;  // a push signals once this many items are queued
 };
 
 }  // namespace tagrelay

@@ -119,7 +119,27 @@ void Uplink::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Uplink::NotifyNewData(const store::CommitNews& news) {
+  {
+    MutexLock lock(&news_mu_);
+    news_.events = news_.events || news.events;
+    if (!news_.all) {
+      for (const std::string& d : news.devices) {
+        if (std::find(news_.devices.begin(), news_.devices.end(), d) == news_.devices.end()) {
+          news_.devices.push_back(d);
+        }
+      }
+    }
+  }
+  new_data_ = true;
+  client_->Wake();
+}
+
 void Uplink::NotifyNewData() {
+  {
+    MutexLock lock(&news_mu_);
+    news_.all = true;
+  }
   new_data_ = true;
   client_->Wake();
 }
@@ -434,7 +454,7 @@ void Uplink::OnSessionStart() {
   backlog_tokens_ = 0;
   backlog_tokens_at_ = clock_.mono();
   key_retry_at_ = clock_.mono() + kKeyRetry;
-  new_data_ = true;
+  NotifyNewData();  // every outbox is read at the start of a session
   PublishStatus("online");
   PublishBirths();
   if (!RefreshDevices(/*session_start=*/true)) return;
@@ -550,9 +570,38 @@ Uplink::DeviceOutbox* Uplink::FindDevice(const std::string& name) {
 
 void Uplink::Pump() {
   if (new_data_.exchange(false)) {
-    if (!RefreshDevices(/*session_start=*/false)) return;
-    if (!RefreshStreams(/*session_start=*/false)) return;
-    for (DeviceOutbox& d : devices_) d.maybe_more = true;
+    News& news = taken_news_;
+    {
+      MutexLock lock(&news_mu_);
+      std::swap(news, news_);
+      news_.all = false;
+      news_.events = false;
+      news_.devices.clear();
+    }
+    // Only the devices the store reported are read again; the store's device
+    // list only when one of them is new to this session.
+    std::vector<DeviceOutbox*> touched;
+    bool unknown = news.all;
+    for (size_t i = 0; i < news.devices.size() && !unknown; ++i) {
+      DeviceOutbox* d = FindDevice(news.devices[i]);
+      if (d == nullptr) unknown = true;
+      touched.push_back(d);
+    }
+    const bool refreshed = (!unknown || RefreshDevices(/*session_start=*/false)) &&
+                           (!(news.all || news.events) || RefreshStreams(/*session_start=*/false));
+    if (!refreshed) {
+      // Kept for the next notification, so that no device's news is lost.
+      MutexLock lock(&news_mu_);
+      news_.all = news_.all || news.all;
+      news_.events = news_.events || news.events;
+      news_.devices.insert(news_.devices.end(), news.devices.begin(), news.devices.end());
+      return;
+    }
+    if (unknown) {
+      for (DeviceOutbox& d : devices_) d.maybe_more = true;
+    } else {
+      for (DeviceOutbox* d : touched) d->maybe_more = true;
+    }
   }
   const MonoTime now = clock_.mono();
   SendStreams();

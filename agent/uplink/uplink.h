@@ -59,6 +59,7 @@
 
 #include "agent/core/clock.h"
 #include "agent/core/heartbeat.h"
+#include "agent/core/mutex.h"
 #include "agent/uplink/broker_url.h"
 #include "agent/uplink/mqtt_client.h"
 #include "agent/uplink/telemetry.h"
@@ -147,7 +148,10 @@ class Uplink {
   // gateway offline, disconnects and joins the thread.
   void Stop();
 
-  // The store committed new rows.
+  // The store committed new rows: readings of `news.devices`, and event
+  // records if `news.events`. Only those devices' outboxes are read again.
+  void NotifyNewData(const store::CommitNews& news);
+  // The store may have new rows of any device or stream.
   void NotifyNewData();
   // Re-read the key files (a config reload, or an operator rotated a key).
   void RequestKeyReload();
@@ -300,6 +304,15 @@ class Uplink {
   std::vector<store::StoredChunk> rows_;  // the backlog's and retries' fetches, reused
   std::string payload_;                   // the batch being published, reused
 
+  // What the store reported new since the last Pump(), guarded by news_mu_.
+  struct News {
+    bool all = true;  // anything may be new: read every outbox
+    bool events = false;
+    std::vector<std::string> devices;
+  };
+  Mutex news_mu_;
+  News news_ TR_GUARDED_BY(news_mu_);
+  News taken_news_;  // the uplink thread's copy, swapped with news_
   std::atomic<bool> new_data_{true};
   std::atomic<bool> reload_keys_{false};
   std::atomic<bool> stop_{false};

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 
+#include <atomic>
 #include <bit>
 #include <charconv>
 #include <chrono>
@@ -111,6 +112,30 @@ TEST(BoundedQueueTest, CloseFailsPushesAndDrainsPops) {
   EXPECT_FALSE(q.Pop().has_value());  // would block forever if close were ignored
   EXPECT_FALSE(q.PopUntil(BoundedQueue<std::unique_ptr<int>>::Deadline::max()).has_value());
   EXPECT_TRUE(q.closed());
+}
+
+TEST(BoundedQueueTest, APopWithAWakeThresholdWaitsForThatManyItemsOrItsDeadline) {
+  BoundedQueue<int> q(8);
+  std::atomic<bool> returned{false};
+  std::optional<int> got;
+  std::thread consumer([&] {
+    got = q.PopUntil(Deadline::max(), 3);
+    returned = true;
+  });
+  ASSERT_EQ(q.TryPush(1), PushResult::kOk);
+  ASSERT_EQ(q.TryPush(2), PushResult::kOk);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(returned.load()) << "two items are fewer than asked for";
+  ASSERT_EQ(q.PushUntil(3, Deadline::max()), PushResult::kOk);
+  consumer.join();
+  EXPECT_EQ(got, 1) << "the first item, in order";
+  EXPECT_EQ(q.size(), 2u);
+
+  // At the deadline it takes what there is; a threshold above the capacity is the capacity.
+  EXPECT_EQ(q.PopUntil(Past(), 100), 2);
+  EXPECT_EQ(q.TryPop(), 3);
+  EXPECT_FALSE(q.TryPop().has_value());
+  EXPECT_FALSE(q.PopUntil(Past(), 2).has_value());
 }
 
 TEST(BoundedQueueTest, CloseOfAnEmptyQueueMakesPushFail) {

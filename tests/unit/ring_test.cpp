@@ -244,10 +244,21 @@ TEST_F(RingTest, TheDatabaseAndWalStayWithinMaxBytesAndEveryLossIsReported) {
   auto store = Open(o);
   Sequencer seq(*store);
   uint64_t biggest = 0;
+  int evicting_groups = 0, groups_with_news = 0;
   for (int i = 0; i < 120; ++i) {
+    const uint64_t evicted = store->Usage().evicted_undelivered;
     ASSERT_TRUE(seq.Write({Batch("a", 400), Batch("b", 100)}).ok()) << "group " << i;
     biggest = std::max(biggest, FileSize(o.path) + FileSize(o.path + "-wal"));
+    // The loss records an eviction adds are news for the uplink, as a group's own records are.
+    const bool news = store->TakeEventsAdded();
+    if (store->Usage().evicted_undelivered > evicted) {
+      ++evicting_groups;
+      groups_with_news += news ? 1 : 0;
+    }
+    EXPECT_FALSE(store->TakeEventsAdded()) << "the mark is taken once";
   }
+  EXPECT_GT(evicting_groups, 0);
+  EXPECT_EQ(groups_with_news, evicting_groups) << "an eviction's loss records went unannounced";
   EXPECT_LE(biggest, o.max_bytes);
   RingUsage u = store->Usage();
   EXPECT_LE(u.db_bytes + u.wal_bytes, o.max_bytes);

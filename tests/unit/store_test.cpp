@@ -1,9 +1,13 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fakes/sequencing.h"
@@ -297,7 +301,12 @@ TEST_F(StoreTest, WriterGroupsCommitsAndStopCommitsEverything) {
   o.queue_capacity = 200;
   StoreWriter writer(OpenStore(), o);
   int notified = 0;
-  writer.SetCommitListener([&] { ++notified; });
+  std::vector<std::string> news;
+  writer.SetCommitListener([&](const CommitNews& n) {
+    ++notified;
+    news.insert(news.end(), n.devices.begin(), n.devices.end());
+    EXPECT_FALSE(n.events);
+  });
   // Queue everything before the writer runs, so grouping does not depend on timing.
   for (int i = 0; i < 120; ++i) {
     ASSERT_TRUE(writer.SubmitReadings(Batch("a", 1), MonoTime::max()));
@@ -311,9 +320,64 @@ TEST_F(StoreTest, WriterGroupsCommitsAndStopCommitsEverything) {
   EXPECT_EQ(writer.counters().commits.load(), 3u)
       << "50 + 50 + the remaining 20 with the ack at stop";
   EXPECT_EQ(notified, 3);
+  EXPECT_EQ(news, (std::vector<std::string>{"a", "a", "a"})) << "each commit names its device once";
   OutboxReader reader = OpenReader();
   EXPECT_EQ(*reader.CountUndelivered(), 110);
   EXPECT_EQ(Backlog(reader, "a").last_seq, 120);
+}
+
+// Waits up to `limit` for `done`; the writer thread runs meanwhile.
+bool WaitFor(const std::function<bool()>& done, std::chrono::seconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+TEST_F(StoreTest, AFullGroupCommitsBeforeItsIntervalAndNamesEachDeviceOnce) {
+  StoreOptions o = Options();
+  o.commit_rows = 100;
+  o.commit_interval = std::chrono::seconds(60);  // never reached in this test
+  StoreWriter writer(OpenStore(), o);
+  std::atomic<int> notified{0};
+  std::vector<std::string> news;
+  writer.SetCommitListener([&](const CommitNews& n) {
+    news = n.devices;
+    ++notified;
+  });
+  writer.Start();
+  // The first batch opens the group; the other nine fill it while the writer
+  // waits for the group to be due or full.
+  ASSERT_TRUE(writer.SubmitReadings(Batch("a", 10), MonoTime::max()));
+  ASSERT_TRUE(WaitFor([&] { return writer.queued() == 0; }, std::chrono::seconds(10)));
+  for (int i = 0; i < 9; ++i) {
+    ASSERT_TRUE(writer.SubmitReadings(Batch(i % 2 ? "b" : "a", 10), MonoTime::max()));
+  }
+  EXPECT_TRUE(WaitFor([&] { return notified.load() == 1; }, std::chrono::seconds(10)))
+      << "the full group waited for its interval";
+  writer.Stop();
+  EXPECT_EQ(writer.counters().commits.load(), 1u);
+  EXPECT_EQ(writer.counters().rows_committed.load(), 100u);
+  EXPECT_EQ(news, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(StoreTest, AGroupWithRoomWaitsForItsIntervalAndTakesWhatCameMeanwhile) {
+  StoreOptions o = Options();
+  o.commit_rows = 1000;
+  o.commit_interval = std::chrono::milliseconds(300);
+  StoreWriter writer(OpenStore(), o);
+  std::atomic<int> notified{0};
+  writer.SetCommitListener([&](const CommitNews&) { ++notified; });
+  writer.Start();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(writer.SubmitReadings(Batch("a", 10), MonoTime::max()));
+  }
+  ASSERT_TRUE(WaitFor([&] { return notified.load() == 1; }, std::chrono::seconds(10)));
+  writer.Stop();
+  EXPECT_EQ(writer.counters().commits.load(), 1u) << "one group, not one commit per batch";
+  EXPECT_EQ(writer.counters().rows_committed.load(), 50u);
 }
 
 TEST_F(StoreTest, WriterQueueIsBoundedAndSaysSo) {

@@ -134,7 +134,8 @@ class UplinkTest : public ::testing::Test {
                     .Write({store::NewEvent{std::string(stream), device, clock_.wall_ms(),
                                             std::move(body)}})
                     .ok());
-    if (uplink_) uplink_->NotifyNewData();
+    // What the store writer reports after such a commit.
+    if (uplink_) uplink_->NotifyNewData(store::CommitNews{{}, /*events=*/true});
   }
 
   void Store(const std::string& device, int n) {
@@ -142,7 +143,8 @@ class UplinkTest : public ::testing::Test {
     for (int i = 0; i < n; ++i)
       b.readings.push_back(Reading::Good("t", clock_.wall_ms(), int64_t{i}));
     ASSERT_TRUE(store::Sequencer(*store_).Write({b}).ok());
-    if (uplink_) uplink_->NotifyNewData();
+    // What the store writer reports after such a commit: only this device is read again.
+    if (uplink_) uplink_->NotifyNewData(store::CommitNews{{device}, /*events=*/false});
   }
 
   void Turn(int n = 1) {
