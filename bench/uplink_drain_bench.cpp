@@ -2,7 +2,9 @@
 // undelivered readings into a local TLS broker, against the ceiling of a raw
 // libmosquitto QoS 1 publish loop with the same payload size and inflight
 // window, measured in the same run. Also reports the bytes on the wire per
-// reading (TCP payload: MQTT packets inside their TLS records).
+// reading (TCP payload: MQTT packets inside their TLS records), and the raw
+// loop's own CPU time per reading (its thread's, not wall time) at the drain's
+// batch size and at the steady load's (--steady-batch readings a message).
 //
 // bench/uplink_bench.py starts the broker (TLS, password) and runs this program;
 // run by hand:
@@ -10,6 +12,7 @@
 //       --user gw --key-file gw.key --dir /tmp/x [--readings 200000] [--rounds 3]
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -47,6 +50,7 @@ struct Args {
   int rounds = 3;
   int inflight = 20;
   size_t batch = 500;
+  size_t steady_batch = 100;  // readings a message at the steady load (100 tags a device)
 };
 
 [[noreturn]] void Die(const std::string& why) {
@@ -144,7 +148,18 @@ struct RawState {
   bool failed = false;
 };
 
-double RawLoop(const Args& a, const std::string& password, size_t size, int count) {
+struct RawResult {
+  double seconds = 0;
+  double cpu_seconds = 0;  // of the publishing thread, which also runs the network loop
+};
+
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+RawResult RawLoop(const Args& a, const std::string& password, size_t size, int count) {
   RawState st;
   mosquitto* m = mosquitto_new("bench-raw", true, &st);
   mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
@@ -173,6 +188,7 @@ double RawLoop(const Args& a, const std::string& password, size_t size, int coun
   const std::string topic = "tagrelay/v1/" + a.user + "/raw/telemetry";
   int sent = 0;
   const auto start = Clock::now();
+  const double cpu_start = ThreadCpuSeconds();
   while (st.acked < count) {
     while (sent < count && sent - st.acked < a.inflight) {
       if (mosquitto_publish(m, nullptr, topic.c_str(), static_cast<int>(size), payload.data(), 1,
@@ -184,11 +200,26 @@ double RawLoop(const Args& a, const std::string& password, size_t size, int coun
     if (mosquitto_loop(m, 100, 64) != MOSQ_ERR_SUCCESS) Die("raw: connection lost");
     if (st.failed) Die("raw: refused by the broker");
   }
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  RawResult r;
+  r.cpu_seconds = ThreadCpuSeconds() - cpu_start;
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   mosquitto_disconnect(m);
   mosquitto_destroy(m);
-  return seconds;
+  return r;
 }
+
+// The raw loop's cost at one batch size, per round.
+struct RawCost {
+  std::vector<double> cpu_us_per_message, mb_s, messages_s;
+  size_t size = 0;
+
+  void Add(const RawResult& r, size_t bytes, int count) {
+    size = bytes;
+    cpu_us_per_message.push_back(r.cpu_seconds * 1e6 / count);
+    mb_s.push_back(static_cast<double>(bytes) * count / r.seconds / 1e6);
+    messages_s.push_back(count / r.seconds);
+  }
+};
 
 // Where the drain's time goes, measured on the same store: the uplink's reading
 // and encoding alone, and the store writer's marking of acknowledged rows alone.
@@ -259,12 +290,15 @@ int Main(int argc, char** argv) {
       a.rounds = std::atoi(v.c_str());
     else if (k == "--inflight")
       a.inflight = std::atoi(v.c_str());
+    else if (k == "--steady-batch")
+      a.steady_batch = static_cast<size_t>(std::atoll(v.c_str()));
     else
       Die("unknown option " + k);
   }
   if (a.ca_file.empty() || a.user.empty() || a.key_file.empty() || a.dir.empty()) {
     Die("needs --ca-file, --user, --key-file and --dir");
   }
+  if (a.steady_batch < 1) Die("--steady-batch: at least 1");
   SetLogSink(
       [](const LogEvent& e) {
         if (e.level >= LogLevel::kWarning)
@@ -277,10 +311,21 @@ int Main(int argc, char** argv) {
   const std::string db = a.dir + "/bench.db";
 
   std::vector<double> drain_mbs, raw_mbs, wire_per_reading, payload_per_reading;
+  RawCost drain_cost, steady_cost;
+  // Enough messages at the steady load's size for a stable CPU figure, yet short.
+  const int steady_count =
+      static_cast<int>(std::max<int64_t>(a.readings / static_cast<int64_t>(a.steady_batch), 20000));
   for (int round = 0; round < a.rounds; ++round) {
     const DrainResult d = Drain(a, db);
     const size_t size = d.payload_bytes / d.batches;
-    const double raw_s = RawLoop(a, *password, size, static_cast<int>(d.batches));
+    const RawResult raw = RawLoop(a, *password, size, static_cast<int>(d.batches));
+    const double raw_s = raw.seconds;
+    drain_cost.Add(raw, size, static_cast<int>(d.batches));
+    // The steady load's message: its readings at this drain's payload bytes per reading.
+    const size_t steady_size = static_cast<size_t>(
+        static_cast<double>(a.steady_batch * d.payload_bytes) / static_cast<double>(a.readings) +
+        0.5);
+    steady_cost.Add(RawLoop(a, *password, steady_size, steady_count), steady_size, steady_count);
     drain_mbs.push_back(static_cast<double>(d.payload_bytes) / d.seconds / 1e6);
     raw_mbs.push_back(static_cast<double>(size * d.batches) / raw_s / 1e6);
     wire_per_reading.push_back(static_cast<double>(d.wire_bytes) / static_cast<double>(a.readings));
@@ -299,6 +344,17 @@ int Main(int argc, char** argv) {
   std::printf("ratio: %.0f%% of the ceiling (goal: at least 60%%)\n", ratio * 100);
   std::printf("bytes per reading: %.1f payload, %.1f on the wire (TCP payload, TLS + MQTT)\n",
               Median(payload_per_reading), Median(wire_per_reading));
+  const auto print_cost = [&](const char* which, size_t batch, const RawCost& c) {
+    const double us = Median(c.cpu_us_per_message);
+    std::printf(
+        "raw libmosquitto QoS 1 CPU, %s batches of %zu readings (%zu bytes): %.4f us per reading, "
+        "%.2f us per message (publishing thread, PUBACKs included, median of %d); %.0f "
+        "messages/s, %.1f MB/s\n",
+        which, batch, c.size, us / static_cast<double>(batch), us, a.rounds, Median(c.messages_s),
+        Median(c.mb_s));
+  };
+  print_cost("drain", a.batch, drain_cost);
+  print_cost("steady-load", a.steady_batch, steady_cost);
   Breakdown(a, db);
   mosquitto_lib_cleanup();
   return ratio >= 0.6 ? 0 : 3;

@@ -39,6 +39,22 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def cpu_floor(res):
+    """The raw components' CPU per tag (each raw loop's own thread CPU time, scaled to one tag):
+    (SQLite insert, libmodbus client, libmosquitto publish, their sum), or None."""
+    c = res.get("ceilings", {})
+    if not all(k in c for k in ("store_raw_cpu", "tcp_raw_cpu", "raw_mqtt_cpu")):
+        return None
+    parts = (c["store_raw_cpu"][0], c["tcp_raw_cpu"][2], c["raw_mqtt_cpu"][2])
+    return parts + (sum(parts),)
+
+
+def nodered_goal_us(res):
+    """0.1 x Node-RED's CPU per tag at the steady load of the same run, or None."""
+    p = res.get("steady", {}).get("nodered")
+    return 0.1 * p["cpu_us_per_tag"] if p and p.get("cpu_us_per_tag") else None
+
+
 def goals(res):
     rows = []
     st = res.get("steady", {})
@@ -63,6 +79,13 @@ def goals(res):
                       "message with no store; tagrelay also writes every reading to its store "
                       "and signs every batch)")
             rows.append((f"CPU per tag vs {label}", f"<= {bound:g} x", fmt(r, 3, " x"), v))
+        floor, goal = cpu_floor(res), nodered_goal_us(res)
+        if floor and goal:
+            rows.append(("floor: raw SQLite + libmodbus + libmosquitto CPU per tag vs 0.1 x "
+                         "Node-RED", f"<= {goal:.3f} us", fmt(floor[3], 3, " us"),
+                         "below the goal: see 4." if floor[3] <= goal else
+                         f"above the goal ({floor[3] / goal:.2f} x): the raw libraries alone, "
+                         "with none of the agent's own work, cost more than it allows (see 4.)"))
     c = res.get("ceilings", {})
     if "store_ring" in c:
         r = ratio(*c["store_ring"])
@@ -320,6 +343,21 @@ def ceilings(res, args):
                        f"| {fmt(a, 1)} tx/s | line rate {fmt(b, 1)} tx/s | {pct(a / b)} |")
     if "wire" in c:
         out.append(f"\nBytes per reading in a telemetry batch: {c['wire'][0]:.1f}.")
+    floor, goal = cpu_floor(res), nodered_goal_us(res)
+    if floor:
+        store, modbus, mqtt, total = floor
+        n, size = c["raw_mqtt_cpu"][0], c["raw_mqtt_cpu"][1]
+        against = (f", against 0.1 x Node-RED's {fmt(goal * 10, 2, ' us')} = "
+                   f"{fmt(goal, 3, ' us')} in this run" if goal else "")
+        out.append(f"\nCPU floor per tag (each raw loop's own thread CPU time, scaled to one tag): "
+                   f"SQLite batch insert {fmt(store, 3, ' us')} + libmodbus client "
+                   f"{fmt(modbus, 3, ' us')} ({c['tcp_raw_cpu'][0]:.0f} registers per request) + "
+                   f"libmosquitto QoS 1 over TLS {fmt(mqtt, 3, ' us')} (messages of {n:.0f} "
+                   f"readings, {fmt(size, 0)} bytes, PUBACKs included) = "
+                   f"**{fmt(total, 3, ' us')}**{against}. It leaves out all of the agent's own "
+                   "work (decoding, batching, JSON encoding, signing, thread hand-offs, timers), "
+                   "so the agent can approach it but not go below it without doing the same work "
+                   "in fewer operations (larger chunks, commits or messages).")
     if c.get("micro"):
         out += ["", "Micro benchmarks (bench/micro_bench.cpp, Google Benchmark, median of 3):", "",
                 "| benchmark | time | items/s |", "| --- | --- | --- |"]
@@ -404,6 +442,18 @@ METHOD = """## Method
   TLS; both timed from the connection on, over `--drain-readings` readings, 5,000,000 by
   default (1,000,000 before 2026-11-22); the drain also
   reads the store, decodes its chunks and encodes the JSON batches).
+- **CPU floor**: the CPU time of each raw loop's own thread
+  (clock_gettime(CLOCK_THREAD_CPUTIME_ID) around its timed loop), not wall time,
+  scaled to one tag: raw SQLite's inserting thread per reading inserted (chunks of
+  100 readings, 1,000 readings a commit, its checkpoints and the deletes of the
+  oldest at its bound included); the libmodbus client thread alone (not the
+  server's) per request of `--registers` registers, divided by them (lowest of 3
+  rounds); libmosquitto's publishing thread, which also runs its network loop (TLS,
+  reading the PUBACKs), per QoS 1 message of 100 readings at the drain's payload
+  bytes per reading, inflight window 20, divided by 100 (median of 3 rounds). Their
+  sum is set against 0.1 x Node-RED's CPU per tag of section 1. The loops run back
+  to back on one connection each, so the cost of waking once a poll on 100
+  connections is not in the floor.
 - **Memory**: peak RSS is VmHWM, which counts the pages of shared libraries the
   process touched as well as its own; the split and where the agent's own memory
   goes are read from /proc/PID/smaps at the end of the window.

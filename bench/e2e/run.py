@@ -627,6 +627,15 @@ BENCH_PATTERNS = {
     "drain": r"backlog drain: ([\d.]+) MB/s",
     "raw_mqtt": r"raw libmosquitto QoS 1 ceiling: ([\d.]+) MB/s",
     "wire": r"bytes per reading: ([\d.]+) payload",
+    # The raw loops' own thread CPU time, scaled to one tag: the CPU floor.
+    "store_raw_cpu": r"raw SQLite batch insert, 100 tags per device: ([\d.]+) us CPU per reading",
+    "tcp_raw_cpu": r"raw libmodbus loop, (\d+) registers per request: ([\d.]+) us CPU per request "
+                   r"\(client thread[^)]*\), ([\d.]+) us per register, at (\d+) req/s",
+    "raw_mqtt_cpu": r"raw libmosquitto QoS 1 CPU, steady-load batches of (\d+) readings \((\d+) "
+                    r"bytes\): ([\d.]+) us per reading, ([\d.]+) us per message \(publishing "
+                    r"thread[^)]*\); (\d+) messages/s, ([\d.]+) MB/s",
+    "raw_mqtt_cpu_drain": r"raw libmosquitto QoS 1 CPU, drain batches of (\d+) readings \((\d+) "
+                          r"bytes\): ([\d.]+) us per reading",
 }
 
 
