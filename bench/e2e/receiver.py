@@ -16,7 +16,13 @@ hour-long outage fits in memory.
 
 Latency of a value = its arrival here minus its acquisition timestamp, in
 milliseconds, kept as a histogram (live and historical values apart) that
-the harness resets at the start of its measuring window.
+the harness resets at the start of its measuring window; from a given time on
+(the broker's return after an outage) live values acquired before it are
+kept apart from the live sample.
+
+Only the devices of the fleet the harness names in clear() are counted: a
+previous subject's messages that the broker still delivers from its queue
+(persisted across a broker restart) are counted as stray and nothing else.
 
 Subjects and their topics (the harness configures them so):
   tagrelay   tagrelay/v1/{gateway}/{device}/telemetry   the wire contract v1
@@ -36,6 +42,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
 import reference_receiver  # noqa: E402
 
 HIST_MS = 600_000  # latencies up to 10 minutes at 1 ms; longer ones go to the last bucket
+SYNC_TOPIC = "bench/sync/"  # the receiver's own markers (Subscription.sync)
 
 
 class Histogram:
@@ -111,10 +118,16 @@ class BenchReceiver:
         self.schema_every = schema_every
         self.clear()
 
-    def clear(self):
+    def clear(self, devices=None):
+        """Forgets everything received. With `devices`, only their messages
+        count from now on; the others are counted in `stray` alone."""
         with self.lock:
+            self.devices = set(devices) if devices is not None else None
+            self.stray = 0
             self.tracks = {}  # (device, register) -> ValueTrack
             self.live = Histogram()
+            self.live_before = Histogram()
+            self.live_since = None
             self.historical = Histogram()
             self.messages = 0
             self.values = 0
@@ -123,15 +136,21 @@ class BenchReceiver:
             self.bytes = 0
             self.historical_bytes = 0
             self.historical_values = 0
-            self.last_arrival = 0.0
             self.window_first_arrival = None
             self._seqs = {}  # (device) -> ValueTrack of seq numbers
             self._telemetry = 0
 
-    def reset_window(self):
-        """Starts the latency histograms afresh (the measuring window)."""
+    def reset_window(self, live_since_ms=None):
+        """Starts the latency histograms afresh (the measuring window). With
+        `live_since_ms` (epoch ms), a live value acquired before that time goes
+        to `live_before` instead of `live`: after an outage, `live` then holds
+        the values acquired since the broker's return and sent live, and
+        `live_before` whatever else came unflagged (a subject without a store
+        delivering what it held; for tagrelay, it should stay empty)."""
         with self.lock:
             self.live = Histogram()
+            self.live_before = Histogram()
+            self.live_since = live_since_ms
             self.historical = Histogram()
             self.window_first_arrival = None
 
@@ -150,19 +169,34 @@ class BenchReceiver:
             with self.lock:
                 self.rejected.append((topic, f"unreadable: {e}"))
 
-    def _add(self, device, register, value, latency_ms, historical=False):
+    def _add(self, device, register, value, now_ms, latency_ms, historical=False):
         track = self.tracks.get((device, register))
         if track is None:
             track = self.tracks[(device, register)] = ValueTrack()
         track.add(value)
         self.values += 1
-        (self.historical if historical else self.live).add(latency_ms)
+        if historical:
+            self.historical.add(latency_ms)
+        elif self.live_since is not None and now_ms - latency_ms < self.live_since:
+            self.live_before.add(latency_ms)
+        else:
+            self.live.add(latency_ms)
+
+    def _stray(self, device):
+        """True (and counted) for a message of a device not in the fleet measured."""
+        if self.devices is None or device in self.devices:
+            return False
+        with self.lock:
+            self.stray += 1
+        return True
 
     def _tagrelay(self, topic, payload, props, now_ms):
         parts = topic.split("/")
         if len(parts) != 5 or parts[4] != "telemetry":
             return  # status and births: not counted
         gateway, device = parts[2], parts[3]
+        if self._stray(device):
+            return
         props = dict(props)
         keys = self.keyring.keys_of(gateway, device)
         if keys:
@@ -201,34 +235,37 @@ class BenchReceiver:
                     continue
                 if r.get("q", "good") != "good":
                     continue
-                self._add(device, int(r["tag"][1:]), int(r["v"]), now_ms - r["ts"], historical)
-            self.last_arrival = now_ms
+                self._add(device, int(r["tag"][1:]), int(r["v"]), now_ms, now_ms - r["ts"],
+                          historical)
             if self.window_first_arrival is None:
                 self.window_first_arrival = now_ms
 
     def _collectd(self, topic, payload, now_ms):
         # bench/collectd/{device}/modbus-1/gauge-t{NNN}
         parts = topic.split("/")
+        if self._stray(parts[2]):
+            return
         register = int(parts[4].rsplit("-t", 1)[1])
         ts, value = payload.rstrip(b"\0").decode().split(":")  # it sends the C string's NUL
         with self.lock:
             self.messages += 1
             self.bytes += len(payload)
-            self._add(parts[2], register, int(float(value)), now_ms - float(ts) * 1000.0)
-            self.last_arrival = now_ms
+            self._add(parts[2], register, int(float(value)), now_ms,
+                      now_ms - float(ts) * 1000.0)
             if self.window_first_arrival is None:
                 self.window_first_arrival = now_ms
 
     def _nodered(self, topic, payload, now_ms):
         device = topic.split("/")[2]
+        if self._stray(device):
+            return
         doc = json.loads(payload)
         latency = now_ms - doc["ts"]
         with self.lock:
             self.messages += 1
             self.bytes += len(payload)
             for register, value in enumerate(doc["v"]):
-                self._add(device, register, int(value), latency)
-            self.last_arrival = now_ms
+                self._add(device, register, int(value), now_ms, latency)
             if self.window_first_arrival is None:
                 self.window_first_arrival = now_ms
 
@@ -300,9 +337,14 @@ class Subscription:
         self.receiver = receiver
         self.topics = topics
         self.subscribed = threading.Event()
+        self.connected = threading.Event()
+        self.synced = threading.Event()
+        self.sync_topic = None
+        self.syncs = 0
         self.client = mqtt.Client(client_id=f"bench-receiver-{os.getpid()}", protocol=mqtt.MQTTv5)
         self.client.username_pw_set(user, password)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
         self.client.max_inflight_messages_set(1000)
@@ -315,10 +357,35 @@ class Subscription:
         if rc == 0:
             client.subscribe([(t, 1) for t in self.topics])
             self.subscribed.set()
+            self.connected.set()
+
+    def _on_disconnect(self, client, userdata, rc, properties=None):
+        self.connected.clear()
 
     def _on_message(self, client, userdata, msg):
+        if msg.topic.startswith(SYNC_TOPIC):
+            if msg.topic == self.sync_topic:
+                self.synced.set()
+            return
         props = getattr(msg.properties, "UserProperty", None) or []
         self.receiver.on_message(msg.topic, msg.payload, props)
+
+    def sync(self, timeout):
+        """Waits until the receiver has handled every message the broker held
+        for it: a marker published now is queued behind them (one session,
+        delivered in order). Returns False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.connected.wait(0.2):
+                continue  # the broker is restarting: the marker goes on the next session
+            self.syncs += 1
+            self.sync_topic = f"{SYNC_TOPIC}{os.getpid()}/{self.syncs}"
+            self.synced.clear()
+            self.client.publish(self.sync_topic, b"sync", qos=1)
+            while time.monotonic() < deadline and self.connected.is_set():
+                if self.synced.wait(0.2):
+                    return True
+        return False
 
     def close(self):
         self.client.loop_stop()
