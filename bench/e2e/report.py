@@ -77,15 +77,6 @@ def goals(res):
                   "acks, on the two cores the broker runs on too: bench/uplink_drain_bench "
                   "prints where the time goes)")
         rows.append(("backlog drain vs raw libmosquitto QoS 1 (MB/s)", ">= 60 %", pct(r), v))
-    o = res.get("outage", {}).get("tagrelay")
-    if o and "raw_mqtt" in c:
-        r = ratio(o.get("drain_mb_s"), c["raw_mqtt"][0])
-        v = verdict(r >= 0.6 if r is not None else None)
-        busy = o.get("receiver_cpu_pct_transfer")
-        if r is not None and r < 0.6 and busy is not None and busy >= 70:
-            v += f" (the bench's receiver was {busy:.0f} % busy: it sets this rate)"
-        rows.append(("end-to-end drain after the outage vs raw libmosquitto QoS 1 (MB/s)",
-                     ">= 60 %", pct(r), v))
     if "tcp" in c:
         r = ratio(c["tcp"][1], c["tcp"][2])
         rows.append(("TCP polling vs raw libmodbus loop", ">= 90 %", pct(r), verdict(r >= 0.9)))
@@ -278,6 +269,14 @@ def outage(res, args):
                    + (": the receiver (Python, one thread checking every signature and value) "
                       "sets this end-to-end rate, not the agent. Section 4 measures the agent's "
                       "own drain against raw libmosquitto." if busy >= 70 else "."))
+    raw = res.get("ceilings", {}).get("raw_mqtt")
+    if t.get("drain_mb_s") is not None and raw:
+        out.append(f"- End to end, the drain's {fmt(t['drain_mb_s'], 2, ' MB/s')} are "
+                   f"{pct(ratio(t['drain_mb_s'], raw[0]))} of the raw libmosquitto QoS 1 "
+                   f"ceiling of section 4 ({fmt(raw[0], 1, ' MB/s')}). This is information, not "
+                   f"the drain goal: the goal compares the agent's backlog drain to the broker "
+                   f"with that ceiling (section 4); this rate also counts the broker's delivery "
+                   f"to the receiver and the receiver's checks.")
     if t.get("lost") and t.get("subject_says"):
         out.append(f"- tagrelay's log on its loss: {t['subject_says']}")
     for k in ("tagrelay", "collectd", "nodered"):
