@@ -43,6 +43,7 @@ import reference_receiver  # noqa: E402
 
 HIST_MS = 600_000  # latencies up to 10 minutes at 1 ms; longer ones go to the last bucket
 SYNC_TOPIC = "bench/sync/"  # the receiver's own markers (Subscription.sync)
+NO_TS = object()  # equal to no acquisition ts
 
 
 class Histogram:
@@ -70,15 +71,17 @@ class Histogram:
 class ValueTrack:
     """The values received of one (device, register): merged closed intervals."""
 
-    __slots__ = ("starts", "ends", "received")
+    __slots__ = ("starts", "ends")
 
     def __init__(self):
         self.starts = []
         self.ends = []
-        self.received = 0
 
     def add(self, v):
-        self.received += 1
+        ends = self.ends
+        if ends and ends[-1] == v - 1:  # the next value: the common case, no search
+            ends[-1] = v
+            return True
         i = bisect.bisect_right(self.starts, v) - 1
         if i >= 0 and self.starts[i] <= v <= self.ends[i]:
             return False  # seen before
@@ -94,6 +97,28 @@ class ValueTrack:
         self.starts.insert(i + 1, v)
         self.ends.insert(i + 1, v)
         return True
+
+    def run_is_new(self, first, last):
+        """True when none of first..last (first <= last) is here yet."""
+        i = bisect.bisect_right(self.starts, last) - 1  # the last interval starting <= last
+        return i < 0 or self.ends[i] < first
+
+    def add_run(self, first, last):
+        """Adds first..last at once, none of which is here yet (run_is_new)."""
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(starts, last) - 1
+        left = i >= 0 and ends[i] == first - 1
+        right = i + 1 < len(starts) and starts[i + 1] == last + 1
+        if left and right:
+            ends[i] = ends[i + 1]
+            del starts[i + 1], ends[i + 1]
+        elif left:
+            ends[i] = last
+        elif right:
+            starts[i + 1] = first
+        else:
+            starts.insert(i + 1, first)
+            ends.insert(i + 1, last)
 
     def missing_upto(self, last):
         """Values missing from the first one received up to `last` (inclusive)."""
@@ -125,6 +150,7 @@ class BenchReceiver:
             self.devices = set(devices) if devices is not None else None
             self.stray = 0
             self.tracks = {}  # (device, register) -> ValueTrack
+            self._tag_tracks = {}  # device -> {tag name: its ValueTrack in tracks}
             self.live = Histogram()
             self.live_before = Histogram()
             self.live_since = None
@@ -182,6 +208,38 @@ class BenchReceiver:
         else:
             self.live.add(latency_ms)
 
+    def _latencies(self, now_ms, counts, historical):
+        """Adds {acquisition ts: values} of one message to the histograms."""
+        since = self.live_since
+        for ts, n in counts.items():
+            if historical:
+                self.historical.add(now_ms - ts, n)
+            elif since is not None and ts < since:
+                self.live_before.add(now_ms - ts, n)
+            else:
+                self.live.add(now_ms - ts, n)
+
+    def _tag_track(self, device, r, now_ms, tag_tracks):
+        """The ValueTrack of a reading's tag (named tNNN: register NNN), found
+        or made on first sight; an unreadable reading makes none."""
+        tag = r["tag"]
+        key = (device, int(tag[1:]))
+        int(r["v"]), now_ms - r["ts"]  # the checks the reading's value and ts go through
+        track = self.tracks.get(key)
+        if track is None:
+            track = self.tracks[key] = ValueTrack()
+        tag_tracks[tag] = track
+        return track
+
+    def _fresh(self, seqs, first, readings):
+        """The readings whose seq (first + i) was not seen before, the others
+        counted as duplicates, each seq added as its reading is taken."""
+        for i, r in enumerate(readings):
+            if seqs.add(first + i):
+                yield r
+            else:
+                self.duplicates += 1
+
     def _stray(self, device):
         """True (and counted) for a message of a device not in the fleet measured."""
         if self.devices is None or device in self.devices:
@@ -229,14 +287,49 @@ class BenchReceiver:
             if seqs is None:
                 seqs = self._seqs[device] = ValueTrack()
             first = doc["seq_first"]
-            for i, r in enumerate(readings):
-                if not seqs.add(first + i):
-                    self.duplicates += 1
-                    continue
-                if r.get("q", "good") != "good":
-                    continue
-                self._add(device, int(r["tag"][1:]), int(r["v"]), now_ms, now_ms - r["ts"],
-                          historical)
+            # Reading i has seq first + i. When none of the message's seqs was
+            # seen before (the common case) they are added as one run after its
+            # readings; otherwise one by one as the readings are taken.
+            last = first + len(readings) - 1
+            run = bool(readings) and seqs.run_is_new(first, last)
+            tag_tracks = self._tag_tracks.get(device)
+            if tag_tracks is None:
+                tag_tracks = self._tag_tracks[device] = {}
+            # The values of one acquisition ts are counted together: a poll's
+            # readings come one after the other with the same ts.
+            counts = {}  # acquisition ts -> values
+            prev, n = NO_TS, 0  # the ts of the readings just taken, and how many
+            r = None
+            try:
+                for r in (readings if run else self._fresh(seqs, first, readings)):
+                    if r.get("q", "good") != "good":
+                        continue
+                    track = tag_tracks.get(r["tag"]) or self._tag_track(device, r, now_ms,
+                                                                        tag_tracks)
+                    v = int(r["v"])
+                    ts = r["ts"]
+                    if ts != prev:
+                        now_ms - ts  # a ts that is no number fails here, as its latency would
+                        if n:
+                            counts[prev] = counts.get(prev, 0) + n
+                        prev, n = ts, 0
+                    ends = track.ends
+                    if ends and ends[-1] == v - 1:  # the register's next value: no call
+                        ends[-1] = v
+                    else:
+                        track.add(v)
+                    n += 1
+            except Exception:
+                if run:  # an unreadable reading: the seqs up to it were taken
+                    seqs.add_run(first, first + next(i for i, x in enumerate(readings) if x is r))
+                raise
+            finally:
+                if n:
+                    counts[prev] = counts.get(prev, 0) + n
+                self.values += sum(counts.values())
+                self._latencies(now_ms, counts, historical)
+            if run:
+                seqs.add_run(first, last)
             if self.window_first_arrival is None:
                 self.window_first_arrival = now_ms
 
