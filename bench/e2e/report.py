@@ -290,10 +290,9 @@ def outage(res, args):
                        f"{fmt(r.get('unflagged_before_return_max_ms'), 0, ' ms')}); they are not "
                        f"in the live figures.")
         elif k == "tagrelay":
-            out.append(f"- tagrelay sent every value acquired before the broker's return flagged "
-                       f"historical; the live figures are over "
-                       f"{fmt(r.get('live_values_during_drain'))} values sent live during the "
-                       f"drain.")
+            out.append(f"- tagrelay: every value acquired before the broker's return that came in "
+                       f"during the drain was flagged historical; the live figures are over "
+                       f"{fmt(r.get('live_values_during_drain'))} values sent live.")
     stray = sum(o[k].get("stray_messages") or 0 for k in NAMES if k in o)
     if stray:
         out.append(f"- The receiver set aside {stray:,} messages of earlier runs' devices that the "
