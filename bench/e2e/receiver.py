@@ -16,7 +16,13 @@ hour-long outage fits in memory.
 
 Latency of a value = its arrival here minus its acquisition timestamp, in
 milliseconds, kept as a histogram (live and historical values apart) that
-the harness resets at the start of its measuring window.
+the harness resets at the start of its measuring window; from a given time on
+(the broker's return after an outage) live values acquired before it are
+kept apart from the live sample.
+
+Only the devices of the fleet the harness names in clear() are counted: a
+previous subject's messages that the broker still delivers from its queue
+(persisted across a broker restart) are counted as stray and nothing else.
 
 Subjects and their topics (the harness configures them so):
   tagrelay   tagrelay/v1/{gateway}/{device}/telemetry   the wire contract v1
@@ -36,6 +42,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
 import reference_receiver  # noqa: E402
 
 HIST_MS = 600_000  # latencies up to 10 minutes at 1 ms; longer ones go to the last bucket
+SYNC_TOPIC = "bench/sync/"  # the receiver's own markers (Subscription.sync)
+NO_TS = object()  # equal to no acquisition ts
 
 
 class Histogram:
@@ -63,15 +71,17 @@ class Histogram:
 class ValueTrack:
     """The values received of one (device, register): merged closed intervals."""
 
-    __slots__ = ("starts", "ends", "received")
+    __slots__ = ("starts", "ends")
 
     def __init__(self):
         self.starts = []
         self.ends = []
-        self.received = 0
 
     def add(self, v):
-        self.received += 1
+        ends = self.ends
+        if ends and ends[-1] == v - 1:  # the next value: the common case, no search
+            ends[-1] = v
+            return True
         i = bisect.bisect_right(self.starts, v) - 1
         if i >= 0 and self.starts[i] <= v <= self.ends[i]:
             return False  # seen before
@@ -87,6 +97,28 @@ class ValueTrack:
         self.starts.insert(i + 1, v)
         self.ends.insert(i + 1, v)
         return True
+
+    def run_is_new(self, first, last):
+        """True when none of first..last (first <= last) is here yet."""
+        i = bisect.bisect_right(self.starts, last) - 1  # the last interval starting <= last
+        return i < 0 or self.ends[i] < first
+
+    def add_run(self, first, last):
+        """Adds first..last at once, none of which is here yet (run_is_new)."""
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(starts, last) - 1
+        left = i >= 0 and ends[i] == first - 1
+        right = i + 1 < len(starts) and starts[i + 1] == last + 1
+        if left and right:
+            ends[i] = ends[i + 1]
+            del starts[i + 1], ends[i + 1]
+        elif left:
+            ends[i] = last
+        elif right:
+            starts[i + 1] = first
+        else:
+            starts.insert(i + 1, first)
+            ends.insert(i + 1, last)
 
     def missing_upto(self, last):
         """Values missing from the first one received up to `last` (inclusive)."""
@@ -111,10 +143,17 @@ class BenchReceiver:
         self.schema_every = schema_every
         self.clear()
 
-    def clear(self):
+    def clear(self, devices=None):
+        """Forgets everything received. With `devices`, only their messages
+        count from now on; the others are counted in `stray` alone."""
         with self.lock:
+            self.devices = set(devices) if devices is not None else None
+            self.stray = 0
             self.tracks = {}  # (device, register) -> ValueTrack
+            self._tag_tracks = {}  # device -> {tag name: its ValueTrack in tracks}
             self.live = Histogram()
+            self.live_before = Histogram()
+            self.live_since = None
             self.historical = Histogram()
             self.messages = 0
             self.values = 0
@@ -123,15 +162,21 @@ class BenchReceiver:
             self.bytes = 0
             self.historical_bytes = 0
             self.historical_values = 0
-            self.last_arrival = 0.0
             self.window_first_arrival = None
             self._seqs = {}  # (device) -> ValueTrack of seq numbers
             self._telemetry = 0
 
-    def reset_window(self):
-        """Starts the latency histograms afresh (the measuring window)."""
+    def reset_window(self, live_since_ms=None):
+        """Starts the latency histograms afresh (the measuring window). With
+        `live_since_ms` (epoch ms), a live value acquired before that time goes
+        to `live_before` instead of `live`: after an outage, `live` then holds
+        the values acquired since the broker's return and sent live, and
+        `live_before` whatever else came unflagged (a subject without a store
+        delivering what it held; for tagrelay, it should stay empty)."""
         with self.lock:
             self.live = Histogram()
+            self.live_before = Histogram()
+            self.live_since = live_since_ms
             self.historical = Histogram()
             self.window_first_arrival = None
 
@@ -150,19 +195,66 @@ class BenchReceiver:
             with self.lock:
                 self.rejected.append((topic, f"unreadable: {e}"))
 
-    def _add(self, device, register, value, latency_ms, historical=False):
+    def _add(self, device, register, value, now_ms, latency_ms, historical=False):
         track = self.tracks.get((device, register))
         if track is None:
             track = self.tracks[(device, register)] = ValueTrack()
         track.add(value)
         self.values += 1
-        (self.historical if historical else self.live).add(latency_ms)
+        if historical:
+            self.historical.add(latency_ms)
+        elif self.live_since is not None and now_ms - latency_ms < self.live_since:
+            self.live_before.add(latency_ms)
+        else:
+            self.live.add(latency_ms)
+
+    def _latencies(self, now_ms, counts, historical):
+        """Adds {acquisition ts: values} of one message to the histograms."""
+        since = self.live_since
+        for ts, n in counts.items():
+            if historical:
+                self.historical.add(now_ms - ts, n)
+            elif since is not None and ts < since:
+                self.live_before.add(now_ms - ts, n)
+            else:
+                self.live.add(now_ms - ts, n)
+
+    def _tag_track(self, device, r, now_ms, tag_tracks):
+        """The ValueTrack of a reading's tag (named tNNN: register NNN), found
+        or made on first sight; an unreadable reading makes none."""
+        tag = r["tag"]
+        key = (device, int(tag[1:]))
+        int(r["v"]), now_ms - r["ts"]  # the checks the reading's value and ts go through
+        track = self.tracks.get(key)
+        if track is None:
+            track = self.tracks[key] = ValueTrack()
+        tag_tracks[tag] = track
+        return track
+
+    def _fresh(self, seqs, first, readings):
+        """The readings whose seq (first + i) was not seen before, the others
+        counted as duplicates, each seq added as its reading is taken."""
+        for i, r in enumerate(readings):
+            if seqs.add(first + i):
+                yield r
+            else:
+                self.duplicates += 1
+
+    def _stray(self, device):
+        """True (and counted) for a message of a device not in the fleet measured."""
+        if self.devices is None or device in self.devices:
+            return False
+        with self.lock:
+            self.stray += 1
+        return True
 
     def _tagrelay(self, topic, payload, props, now_ms):
         parts = topic.split("/")
         if len(parts) != 5 or parts[4] != "telemetry":
             return  # status and births: not counted
         gateway, device = parts[2], parts[3]
+        if self._stray(device):
+            return
         props = dict(props)
         keys = self.keyring.keys_of(gateway, device)
         if keys:
@@ -195,40 +287,78 @@ class BenchReceiver:
             if seqs is None:
                 seqs = self._seqs[device] = ValueTrack()
             first = doc["seq_first"]
-            for i, r in enumerate(readings):
-                if not seqs.add(first + i):
-                    self.duplicates += 1
-                    continue
-                if r.get("q", "good") != "good":
-                    continue
-                self._add(device, int(r["tag"][1:]), int(r["v"]), now_ms - r["ts"], historical)
-            self.last_arrival = now_ms
+            # Reading i has seq first + i. When none of the message's seqs was
+            # seen before (the common case) they are added as one run after its
+            # readings; otherwise one by one as the readings are taken.
+            last = first + len(readings) - 1
+            run = bool(readings) and seqs.run_is_new(first, last)
+            tag_tracks = self._tag_tracks.get(device)
+            if tag_tracks is None:
+                tag_tracks = self._tag_tracks[device] = {}
+            # The values of one acquisition ts are counted together: a poll's
+            # readings come one after the other with the same ts.
+            counts = {}  # acquisition ts -> values
+            prev, n = NO_TS, 0  # the ts of the readings just taken, and how many
+            r = None
+            try:
+                for r in (readings if run else self._fresh(seqs, first, readings)):
+                    if r.get("q", "good") != "good":
+                        continue
+                    track = tag_tracks.get(r["tag"]) or self._tag_track(device, r, now_ms,
+                                                                        tag_tracks)
+                    v = int(r["v"])
+                    ts = r["ts"]
+                    if ts != prev:
+                        now_ms - ts  # a ts that is no number fails here, as its latency would
+                        if n:
+                            counts[prev] = counts.get(prev, 0) + n
+                        prev, n = ts, 0
+                    ends = track.ends
+                    if ends and ends[-1] == v - 1:  # the register's next value: no call
+                        ends[-1] = v
+                    else:
+                        track.add(v)
+                    n += 1
+            except Exception:
+                if run:  # an unreadable reading: the seqs up to it were taken
+                    seqs.add_run(first, first + next(i for i, x in enumerate(readings) if x is r))
+                raise
+            finally:
+                if n:
+                    counts[prev] = counts.get(prev, 0) + n
+                self.values += sum(counts.values())
+                self._latencies(now_ms, counts, historical)
+            if run:
+                seqs.add_run(first, last)
             if self.window_first_arrival is None:
                 self.window_first_arrival = now_ms
 
     def _collectd(self, topic, payload, now_ms):
         # bench/collectd/{device}/modbus-1/gauge-t{NNN}
         parts = topic.split("/")
+        if self._stray(parts[2]):
+            return
         register = int(parts[4].rsplit("-t", 1)[1])
         ts, value = payload.rstrip(b"\0").decode().split(":")  # it sends the C string's NUL
         with self.lock:
             self.messages += 1
             self.bytes += len(payload)
-            self._add(parts[2], register, int(float(value)), now_ms - float(ts) * 1000.0)
-            self.last_arrival = now_ms
+            self._add(parts[2], register, int(float(value)), now_ms,
+                      now_ms - float(ts) * 1000.0)
             if self.window_first_arrival is None:
                 self.window_first_arrival = now_ms
 
     def _nodered(self, topic, payload, now_ms):
         device = topic.split("/")[2]
+        if self._stray(device):
+            return
         doc = json.loads(payload)
         latency = now_ms - doc["ts"]
         with self.lock:
             self.messages += 1
             self.bytes += len(payload)
             for register, value in enumerate(doc["v"]):
-                self._add(device, register, int(value), latency)
-            self.last_arrival = now_ms
+                self._add(device, register, int(value), now_ms, latency)
             if self.window_first_arrival is None:
                 self.window_first_arrival = now_ms
 
@@ -300,9 +430,14 @@ class Subscription:
         self.receiver = receiver
         self.topics = topics
         self.subscribed = threading.Event()
+        self.connected = threading.Event()
+        self.synced = threading.Event()
+        self.sync_topic = None
+        self.syncs = 0
         self.client = mqtt.Client(client_id=f"bench-receiver-{os.getpid()}", protocol=mqtt.MQTTv5)
         self.client.username_pw_set(user, password)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
         self.client.max_inflight_messages_set(1000)
@@ -315,10 +450,35 @@ class Subscription:
         if rc == 0:
             client.subscribe([(t, 1) for t in self.topics])
             self.subscribed.set()
+            self.connected.set()
+
+    def _on_disconnect(self, client, userdata, rc, properties=None):
+        self.connected.clear()
 
     def _on_message(self, client, userdata, msg):
+        if msg.topic.startswith(SYNC_TOPIC):
+            if msg.topic == self.sync_topic:
+                self.synced.set()
+            return
         props = getattr(msg.properties, "UserProperty", None) or []
         self.receiver.on_message(msg.topic, msg.payload, props)
+
+    def sync(self, timeout):
+        """Waits until the receiver has handled every message the broker held
+        for it: a marker published now is queued behind them (one session,
+        delivered in order). Returns False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.connected.wait(0.2):
+                continue  # the broker is restarting: the marker goes on the next session
+            self.syncs += 1
+            self.sync_topic = f"{SYNC_TOPIC}{os.getpid()}/{self.syncs}"
+            self.synced.clear()
+            self.client.publish(self.sync_topic, b"sync", qos=1)
+            while time.monotonic() < deadline and self.connected.is_set():
+                if self.synced.wait(0.2):
+                    return True
+        return False
 
     def close(self):
         self.client.loop_stop()

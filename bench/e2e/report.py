@@ -100,15 +100,6 @@ def goals(res):
                   "acks, on the two cores the broker runs on too: bench/uplink_drain_bench "
                   "prints where the time goes)")
         rows.append(("backlog drain vs raw libmosquitto QoS 1 (MB/s)", ">= 60 %", pct(r), v))
-    o = res.get("outage", {}).get("tagrelay")
-    if o and "raw_mqtt" in c:
-        r = ratio(o.get("drain_mb_s"), c["raw_mqtt"][0])
-        v = verdict(r >= 0.6 if r is not None else None)
-        busy = o.get("receiver_cpu_pct_transfer")
-        if r is not None and r < 0.6 and busy is not None and busy >= 70:
-            v += f" (the bench's receiver was {busy:.0f} % busy: it sets this rate)"
-        rows.append(("end-to-end drain after the outage vs raw libmosquitto QoS 1 (MB/s)",
-                     ">= 60 %", pct(r), v))
     if "tcp" in c:
         r = ratio(c["tcp"][1], c["tcp"][2])
         rows.append(("TCP polling vs raw libmodbus loop", ">= 90 %", pct(r), verdict(r >= 0.9)))
@@ -245,7 +236,11 @@ def outage(res, args):
            f"again; the drain is the time from the broker's return until the receiver holds "
            f"every value acquired during the outage (of which the reconnect is the time to the "
            f"first message, set by the subject's own reconnect backoff; MB/s and readings/s "
-           f"are over the rest). The store's bound is sized from a measured "
+           f"are over the rest). Live p50 and p99 are the latency (arrival minus acquisition "
+           f"timestamp) of the values acquired since the broker's return that arrived during "
+           f"the drain and were not flagged historical: how long fresh data waits while the "
+           f"backlog goes out; the backlog's own latency is not in them. The store's bound is "
+           f"sized from a measured "
            f"{fmt(o.get('bytes_per_reading'), 1)} bytes per reading on disk: max_bytes = "
            f"{o.get('max_bytes_mib')}MiB. The peers get a "
            f"{min(args['outage'], args['peer_outage']):.0f} s outage "
@@ -297,8 +292,34 @@ def outage(res, args):
                    + (": the receiver (Python, one thread checking every signature and value) "
                       "sets this end-to-end rate, not the agent. Section 4 measures the agent's "
                       "own drain against raw libmosquitto." if busy >= 70 else "."))
+    raw = res.get("ceilings", {}).get("raw_mqtt")
+    if t.get("drain_mb_s") is not None and raw:
+        out.append(f"- End to end, the drain's {fmt(t['drain_mb_s'], 2, ' MB/s')} are "
+                   f"{pct(ratio(t['drain_mb_s'], raw[0]))} of the raw libmosquitto QoS 1 "
+                   f"ceiling of section 4 ({fmt(raw[0], 1, ' MB/s')}). This is information, not "
+                   f"the drain goal: the goal compares the agent's backlog drain to the broker "
+                   f"with that ceiling (section 4); this rate also counts the broker's delivery "
+                   f"to the receiver and the receiver's checks.")
     if t.get("lost") and t.get("subject_says"):
         out.append(f"- tagrelay's log on its loss: {t['subject_says']}")
+    for k in ("tagrelay", "collectd", "nodered"):
+        r = o.get(k)
+        if not r or "unflagged_before_return" not in r:
+            continue
+        n = r["unflagged_before_return"]
+        if n:
+            out.append(f"- {NAMES[k]}: {n:,} values acquired before the broker's return came "
+                       f"in during the drain not flagged historical (latency up to "
+                       f"{fmt(r.get('unflagged_before_return_max_ms'), 0, ' ms')}); they are not "
+                       f"in the live figures.")
+        elif k == "tagrelay":
+            out.append(f"- tagrelay: every value acquired before the broker's return that came in "
+                       f"during the drain was flagged historical; the live figures are over "
+                       f"{fmt(r.get('live_values_during_drain'))} values sent live.")
+    stray = sum(o[k].get("stray_messages") or 0 for k in NAMES if k in o)
+    if stray:
+        out.append(f"- The receiver set aside {stray:,} messages of earlier runs' devices that the "
+                   f"broker still delivered during these runs; no figure counts them.")
     for k in ("collectd", "nodered"):
         r = o.get(k)
         if r and r["lost"]:
@@ -417,7 +438,12 @@ METHOD = """## Method
   consecutive, from the first one received up to the simulator's counter at the
   end of the window; whatever is missing is lost. Latency is the arrival time
   minus the value's acquisition timestamp (tagrelay: `ts`; collectd: its value
-  time; Node-RED: the time its function node ran).
+  time; Node-RED: the time its function node ran). Every run's fleet has device
+  names of its own, and the receiver counts only the devices of the run measured.
+  Before each run it publishes a marker to itself and waits for it, so that
+  nothing the broker still held for it (a lagging subject's tail) is left over:
+  the broker keeps its queue across a restart, and such a tail would otherwise
+  come in during a later outage's drain.
 - **CPU** is utime + stime of the subject's process (all threads) from
   /proc/PID/stat over the window, as % of one core; **CPU per tag** divides it by
   the tags the simulator served in the window. **Peak RSS** is VmHWM at the end of

@@ -215,7 +215,8 @@ class Bench:
         acl = ("user gw-bench\ntopic readwrite tagrelay/v1/gw-bench/#\n\n"
                "user collectd\ntopic readwrite bench/collectd/#\n\n"
                "user nodered\ntopic readwrite bench/nodered/#\n\n"
-               "user cloud\ntopic read tagrelay/#\ntopic read bench/#\n")
+               "user cloud\ntopic read tagrelay/#\ntopic read bench/#\n"
+               f"topic write {rx.SYNC_TOPIC}#\n")
         self.broker = harness.Broker(self.work, users, acl=acl,
                                      tls={"cafile": self.pki.cert, "certfile": cert,
                                           "keyfile": key})
@@ -282,21 +283,23 @@ def expected_last(stats):
     return {d: v - 1 for d, v in stats["values"].items() if v > 1}
 
 
-def wait_quiet(receiver, quiet=2.0, timeout=120):
-    """Waits until nothing has arrived for `quiet` seconds: the previous
-    subject's tail must not load the machine while the next one starts."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with receiver.lock:
-            last = receiver.last_arrival
-        if time.time() * 1000.0 - last > quiet * 1000.0:
-            return
-        time.sleep(0.2)
+def sync_receiver(bench, timeout=600):
+    """Waits until the receiver has taken every message the broker still holds
+    for it. A previous subject's tail must not load the machine while the next
+    one runs; and the broker keeps what it holds across a restart (persistence),
+    so a tail left before an outage comes in during the next drain. Waiting for
+    a quiet receiver is not enough: right after a restart it is quiet because it
+    has not reconnected yet."""
+    t0 = time.monotonic()
+    if not bench.sub.sync(timeout):
+        log(f"  the receiver still had the broker's queue to take after {timeout} s")
+    elif time.monotonic() - t0 > 5:
+        log(f"  the receiver took {time.monotonic() - t0:.0f} s to empty the broker's queue")
 
 
 def start_subject(bench, subject, fleet, poll_ms):
-    wait_quiet(bench.receiver)
-    bench.receiver.clear()
+    sync_receiver(bench)
+    bench.receiver.clear(fleet.devices)
     subject.start(fleet, poll_ms)
 
 
@@ -345,6 +348,7 @@ def measure(bench, subject, fleet, poll_ms, warmup, window, settle):
             "silent_devices": len(silent),
             "rejected": len(r.rejected), "duplicates": r.duplicates,
             "seq_gaps": r.seq_gaps(), "messages": r.messages, "values": r.values,
+            "stray_messages": r.stray,
         }
         if r.rejected:
             log(f"  rejected: {r.rejected[:3]}")
@@ -381,7 +385,7 @@ def summarize(runs):
     for k in runs[0]:
         vals = [r[k] for r in runs]
         if k in ("lost", "lost_interior", "lost_tail", "silent_devices", "rejected", "seq_gaps",
-                 "duplicates"):
+                 "duplicates", "stray_messages", "unflagged_before_return"):
             out[k] = sum(v or 0 for v in vals)
         elif all(isinstance(v, (int, float)) or v is None for v in vals):
             out[k] = median(vals)
@@ -470,6 +474,7 @@ def scenario_max(bench, args):
 
 def measure_bytes_per_reading(bench, args):
     """The store's bytes on disk per reading, with the broker down."""
+    sync_receiver(bench)  # nothing of the previous scenario stays queued across the restart
     bench.broker.stop()
     fleet = Fleet(bench.bins["fleet"], args.ports, args.units, args.registers)
     subject = subjects.Tagrelay(bench, "tagrelay-bpr", max_bytes="16GiB")
@@ -510,7 +515,9 @@ def outage_run(bench, subject, fleet, args, outage_s):
         wall_up = time.time()
         with r.lock:
             hist_bytes0, hist_values0 = r.historical_bytes, r.historical_values
-        r.reset_window()
+        # Live values are those acquired since the broker's return; what came
+        # unflagged from before it is counted apart.
+        r.reset_window(live_since_ms=wall_up * 1000.0)
         meter = CpuMeter({"subject": subject.pid, "receiver": os.getpid(),
                           "broker": bench.broker.proc.pid})
         backlog = s_up["registers"] - s_down["registers"]
@@ -524,7 +531,7 @@ def outage_run(bench, subject, fleet, args, outage_s):
         with r.lock:
             hist_bytes = r.historical_bytes - hist_bytes0
             hist_values = r.historical_values - hist_values0
-            live = r.live
+            live, live_before = r.live, r.live_before
             first = r.window_first_arrival
         # The reconnect (the subject's own backoff) and the transfer, apart.
         reconnect = (first / 1000.0 - wall_up) if first else None
@@ -556,7 +563,11 @@ def outage_run(bench, subject, fleet, args, outage_s):
             "drain_readings_s": hist_values / transfer if transfer and hist_values else None,
             "live_p50_ms_during_drain": live.percentile(50),
             "live_p99_ms_during_drain": live.percentile(99),
+            "live_values_during_drain": live.n,
+            "unflagged_before_return": live_before.n,
+            "unflagged_before_return_max_ms": live_before.percentile(100),
             "rejected": len(r.rejected), "seq_gaps": r.seq_gaps(),
+            "stray_messages": r.stray,
             "drain_wall_s": time.monotonic() - t_up,
         }
         if drain is None:
@@ -599,7 +610,11 @@ def scenario_outage(bench, args):
             fleet.stop()
         o = runs[-1]
         log(f"  outage run {i + 1}: drained in {o['drain_s']} s (reconnect {o['reconnect_s']} s, "
-            f"transfer {o['transfer_s']} s), {o['drain_mb_s']} MB/s, lost {o['lost']}")
+            f"transfer {o['transfer_s']} s), {o['drain_mb_s']} MB/s, lost {o['lost']}, "
+            f"live p50 {o['live_p50_ms_during_drain']} ms p99 {o['live_p99_ms_during_drain']} ms "
+            f"over {o['live_values_during_drain']} values, "
+            f"{o['unflagged_before_return']} unflagged from before the return, "
+            f"{o['stray_messages']} stray messages")
     out["tagrelay"] = summarize(runs)
     peer_outage = min(args.outage, args.peer_outage)
     for name in args.subjects:
