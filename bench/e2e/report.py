@@ -282,8 +282,8 @@ def outage(res, args):
                    f"{fmt(c['evicted'])} readings evicted unsent, {fmt(c['lost_in_memory'])} "
                    f"dropped from memory, {fmt(c['devices_lost'])} lost in loss records, "
                    f"{fmt(c['dropped_batches'])} poll batches dropped on a full store queue; "
-                   f"{fmt(c['backlog_readings'])} readings not yet acknowledged (the live batches "
-                   f"of the moment).")
+                   f"{fmt(c['backlog_readings'])} readings not yet acknowledged (read 6 s after "
+                   f"the drain: the live batches of the moment).")
     if t.get("receiver_cpu_pct_transfer") is not None:
         busy = t["receiver_cpu_pct_transfer"]
         out.append(f"- During the transfer tagrelay used "

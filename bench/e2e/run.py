@@ -44,6 +44,7 @@ import subjects  # noqa: E402
 import report  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+STATUS_BACKLOG_EVERY_S = 5  # how often tagrelay's status recomputes the backlog (supervisor.cpp)
 
 
 def log(msg):
@@ -540,7 +541,12 @@ def outage_run(bench, subject, fleet, args, outage_s):
         s_end = fleet.stats()
         wait_caught_up(r, expected_last(s_end), args.settle, complete=full, step=0.5)
         lost, silent = r.loss(expected_last(s_end))
-        says = subject.loss_counters() if hasattr(subject, "loss_counters") else None
+        says = None
+        if hasattr(subject, "loss_counters"):
+            # The status recomputes its backlog figures every 5 s: read them
+            # once they were taken after the drain, not during it.
+            time.sleep(STATUS_BACKLOG_EVERY_S + 1)
+            says = subject.loss_counters()
         res = {
             "agent_counters": says,
             "subject": subject.name, "outage_s": outage_s, "backlog_readings": backlog,
