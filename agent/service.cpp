@@ -98,7 +98,7 @@ int RunService(const std::string& config_path) {
   }
   ReleaseFreedMemory();
   const auto status_line = [&supervisor] {
-    auto snapshot = supervisor.LatestStatus();
+    auto snapshot = supervisor.CurrentStatus();
     return snapshot ? NotifyStatusLine(*snapshot) : std::string("running");
   };
   std::string last_status = status_line();
