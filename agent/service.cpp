@@ -3,9 +3,11 @@
 #include <malloc.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "agent/config.h"
@@ -21,9 +23,11 @@ using std::chrono::milliseconds;
 constexpr int kExitOk = 0;
 constexpr int kExitBadInput = 1;
 constexpr int kExitRuntime = 2;
-constexpr milliseconds kTick{1000};
 constexpr milliseconds kStatusEvery{5000};
 constexpr std::chrono::minutes kReloadWatchdog{5};
+// The loop wakes when it has something to do (a watchdog confirmation, a
+// STATUS= update, the end of a log window), and at least this often.
+constexpr std::chrono::minutes kLongestWait{1};
 
 // Gives the pages of freed memory back to the system. Reading a config frees its TOML tree
 // (some 4.5 MB for 10,000 tags) and building the workers frees temporaries; without this their
@@ -63,6 +67,15 @@ bool Reload(Supervisor& supervisor, const std::string& path) {
   return true;
 }
 
+// Waits until a signal in `signals` arrives (returned) or `deadline` (0).
+int WaitForSignal(const sigset_t& signals, const Clock& clock, MonoTime deadline) {
+  const auto wait = std::max(std::chrono::nanoseconds(0), deadline - clock.mono());
+  const auto s = std::chrono::duration_cast<std::chrono::seconds>(wait);
+  const timespec ts{static_cast<time_t>(s.count()), static_cast<long>((wait - s).count())};
+  const int sig = sigtimedwait(&signals, nullptr, &ts);
+  return sig > 0 ? sig : 0;
+}
+
 }  // namespace
 
 int RunService(const std::string& config_path) {
@@ -97,19 +110,20 @@ int RunService(const std::string& config_path) {
     return kExitRuntime;
   }
   ReleaseFreedMemory();
-  const auto status_line = [&supervisor] {
-    auto snapshot = supervisor.LatestStatus();
+  // The STATUS= line, from a sample taken for it if the status thread has no
+  // recent one; only for a service manager that listens.
+  const bool status_on = notifier.enabled();
+  const auto status_line = [&supervisor, status_on] {
+    auto snapshot = status_on ? supervisor.CurrentStatus() : nullptr;
     return snapshot ? NotifyStatusLine(*snapshot) : std::string("running");
   };
   std::string last_status = status_line();
   notifier.Ready(last_status);
 
   // The watchdog: confirm every half interval while every worker is well.
-  milliseconds tick = kTick;
   milliseconds ping_every{0};
   if (auto w = notifier.WatchdogInterval()) {
     ping_every = std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(*w / 2));
-    tick = std::min(tick, ping_every);
     Log(LogLevel::kInfo, "agent",
         "systemd watchdog on: confirming every " + std::to_string(ping_every.count()) +
             " ms while every worker shows progress");
@@ -121,9 +135,11 @@ int RunService(const std::string& config_path) {
   int exit_code = kExitOk;
 
   for (;;) {
-    const timespec wait{static_cast<time_t>(tick.count() / 1000),
-                        static_cast<long>((tick.count() % 1000) * 1'000'000)};
-    const int sig = sigtimedwait(&signals, nullptr, &wait);
+    MonoTime wake = clock.mono() + kLongestWait;
+    if (const std::optional<MonoTime> logs = FlushSuppressedLogs()) wake = std::min(wake, *logs);
+    if (ping_every.count() > 0) wake = std::min(wake, next_ping);
+    if (status_on) wake = std::min(wake, next_status);
+    const int sig = WaitForSignal(signals, clock, wake);
     if (sig == SIGINT || sig == SIGTERM) {
       Log(LogLevel::kInfo, "agent", std::string("stopping on ") + strsignal(sig));
       break;
@@ -144,7 +160,6 @@ int RunService(const std::string& config_path) {
       notifier.Ready(last_status);
       next_ping = clock.mono();
     }
-    FlushSuppressedLogs();
     const MonoTime now = clock.mono();
     if (ping_every.count() > 0 && now >= next_ping) {
       std::string names, detail;
@@ -167,7 +182,7 @@ int RunService(const std::string& config_path) {
       stalled_logged = names;
       next_ping = now + ping_every;
     }
-    if (now >= next_status) {
+    if (status_on && now >= next_status) {
       next_status = now + kStatusEvery;
       std::string line = status_line();
       if (line != last_status) {

@@ -25,7 +25,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr milliseconds kBacklogEvery{5000};  // the backlog query, on the status thread
+constexpr milliseconds kBacklogEvery{5000};  // the backlog query: an answer's is at most this old
 constexpr milliseconds kRateWindow{1000};    // poll rates over at least this long
 
 Status EnsureDirectory(const std::string& dir) {
@@ -261,7 +261,17 @@ Status Supervisor::StartWorkers(const Config& c, bool reuse_writer, bool store_m
     for (const auto& p : pollers_) {
       for (size_t i = 0; i < p->device_count(); ++i) links_[p->device(i).id] = {p.get(), i};
     }
+    devices_.clear();
+    devices_.reserve(c.devices.size());
+    for (const DeviceConfig& d : c.devices) {
+      const auto it = links_.find(d.id);
+      devices_.push_back(DeviceSlot{
+          d.id, d.bus,
+          it == links_.end() ? nullptr : &it->second.first->counters(it->second.second)});
+    }
   }
+  // The new pollers count from 0.
+  rates_.assign(devices_.size(), Rate{});
   {
     MutexLock lock(&notify_mu_);
     notify_target_ = uplink_.get();
@@ -296,6 +306,7 @@ void Supervisor::StopWorkers(bool keep_writer) {
     pollers = std::move(pollers_);
     pollers_.clear();
     poller_limits_.clear();
+    for (DeviceSlot& d : devices_) d.counters = nullptr;
     up = std::move(uplink_);
     if (!keep_writer) {
       writer = std::move(writer_);
@@ -414,7 +425,7 @@ void Supervisor::StartStatus() {
   options.socket_path = config_.status.socket;
   options.listen = config_.status.listen;
   status_server_ = std::make_unique<status::StatusServer>(
-      options, [this] { return Collect(); }, clock_);
+      options, [this] { return Collect(); }, clock_, [this] { SamplePollRates(); });
   status_server_->Start();
   if (status_server_->tcp_port() != 0) {
     Log(LogLevel::kInfo, "status",
@@ -429,8 +440,8 @@ void Supervisor::StopStatus() {
   status_server_.reset();
 }
 
-std::shared_ptr<const status::StatusSnapshot> Supervisor::LatestStatus() const {
-  return status_server_ ? status_server_->latest() : nullptr;
+std::shared_ptr<const status::StatusSnapshot> Supervisor::CurrentStatus() {
+  return status_server_ ? status_server_->Current() : nullptr;
 }
 
 uint16_t Supervisor::status_port() const { return status_server_ ? status_server_->tcp_port() : 0; }
@@ -446,12 +457,34 @@ std::vector<WorkerBeat> Supervisor::BeatsLocked() const {
   return beats;
 }
 
-std::vector<status::WorkerStatus> Supervisor::Workers() const {
-  MutexLock lock(&mu_);
+std::vector<status::WorkerStatus> Supervisor::WorkersLocked(MonoTime now) const {
   std::vector<WorkerBeat> beats = BeatsLocked();
   if (status_server_)
     beats.push_back(WorkerBeat{"status", &status_server_->heartbeat(), kStallFloor});
-  return CheckWorkers(beats, clock_.mono(), workers_since_);
+  return CheckWorkers(beats, now, workers_since_);
+}
+
+std::vector<status::WorkerStatus> Supervisor::Workers() const {
+  MutexLock lock(&mu_);
+  return WorkersLocked(clock_.mono());
+}
+
+void Supervisor::SamplePollRates() {
+  const MonoTime now = clock_.mono();
+  MutexLock lock(&mu_);
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    const modbus::DeviceCounters* c = devices_[i].counters;
+    const uint64_t polls = c != nullptr ? c->polls.load(std::memory_order_relaxed) : 0;
+    Rate& r = rates_[i];
+    if (polls < r.polls || r.at == MonoTime{}) {
+      r = Rate{polls, now, 0};
+    } else if (now - r.at >= kRateWindow) {
+      r.rate =
+          static_cast<double>(polls - r.polls) / std::chrono::duration<double>(now - r.at).count();
+      r.polls = polls;
+      r.at = now;
+    }
+  }
 }
 
 status::StatusSnapshot Supervisor::Collect() {
@@ -467,31 +500,30 @@ status::StatusSnapshot Supervisor::Collect() {
     s.config_digest = config_.digest;
     s.state = state_;
     s.uplink.brokers = config_.uplink.urls;
-    for (const DeviceConfig& d : config_.devices) {
-      status::DeviceStatus ds;
-      ds.id = d.id;
-      ds.bus = d.bus;
-      ds.link = "down";
-      for (const auto& p : pollers_) {
-        for (size_t i = 0; i < p->device_count(); ++i) {
-          if (p->device(i).id != d.id) continue;
-          const modbus::DeviceCounters& c = p->counters(i);
-          ds.link = std::string(modbus::LinkStateName(c.link.load()));
-          const int64_t good = c.last_good_ms.load();
-          if (good > 0) ds.last_good_age_ms = std::max<int64_t>(s.taken_ms - good, 0);
-          ds.polls = c.polls.load();
-          ds.requests = c.requests.load();
-          ds.failed_requests = c.failed_requests.load();
-          ds.retries = c.retries.load();
-          ds.timeouts = c.timeouts.load();
-          ds.crc_errors = c.crc_errors.load();
-          ds.bad_frames = c.bad_frames.load();
-          ds.exceptions = c.exceptions.load();
-          ds.overruns = c.overruns.load();
-          ds.dropped_batches = c.dropped_batches.load();
-        }
+    s.devices.reserve(devices_.size());
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      status::DeviceStatus& ds = s.devices.emplace_back();
+      ds.id = devices_[i].id;
+      ds.bus = devices_[i].bus;
+      ds.poll_rate = rates_[i].rate;
+      const modbus::DeviceCounters* c = devices_[i].counters;
+      if (c == nullptr) {
+        ds.link = "down";
+        continue;
       }
-      s.devices.push_back(std::move(ds));
+      ds.link = std::string(modbus::LinkStateName(c->link.load()));
+      const int64_t good = c->last_good_ms.load();
+      if (good > 0) ds.last_good_age_ms = std::max<int64_t>(s.taken_ms - good, 0);
+      ds.polls = c->polls.load();
+      ds.requests = c->requests.load();
+      ds.failed_requests = c->failed_requests.load();
+      ds.retries = c->retries.load();
+      ds.timeouts = c->timeouts.load();
+      ds.crc_errors = c->crc_errors.load();
+      ds.bad_frames = c->bad_frames.load();
+      ds.exceptions = c->exceptions.load();
+      ds.overruns = c->overruns.load();
+      ds.dropped_batches = c->dropped_batches.load();
     }
     if (writer_) {
       const store::WriterCounters& w = writer_->counters();
@@ -522,12 +554,8 @@ status::StatusSnapshot Supervisor::Collect() {
       s.uplink.inflight = u.inflight.load();
       s.uplink.devices_held = u.devices_held.load();
     }
-    s.workers = CheckWorkers(BeatsLocked(), now, workers_since_);
+    s.workers = WorkersLocked(now);
     engine = engine_;
-  }
-  if (status_server_ != nullptr) {
-    // The status thread's own heartbeat: it is the thread running this.
-    s.workers.push_back(status::WorkerStatus{"status", 0, false});
   }
   if (engine) {
     for (const rules::AlarmEngine::ActiveAlarm& a : engine->ActiveAlarms()) {
@@ -537,18 +565,6 @@ status::StatusSnapshot Supervisor::Collect() {
   }
 
   MutexLock lock(&status_mu_);
-  for (status::DeviceStatus& d : s.devices) {
-    Rate& r = rates_[d.id];
-    if (d.polls < r.polls || r.at == MonoTime{}) {
-      r = Rate{d.polls, now, 0};
-    } else if (now - r.at >= kRateWindow) {
-      r.rate = static_cast<double>(d.polls - r.polls) /
-               std::chrono::duration<double>(now - r.at).count();
-      r.polls = d.polls;
-      r.at = now;
-    }
-    d.poll_rate = r.rate;
-  }
   if (!status_reader_path_.empty() && now >= next_backlog_) {
     next_backlog_ = now + kBacklogEvery;
     if (!status_reader_) {
@@ -560,6 +576,9 @@ status::StatusSnapshot Supervisor::Collect() {
       Result<store::BacklogSummary> b = status_reader_->Summary();
       if (b.ok()) {
         backlog_ = std::move(b).value();
+        // By name, for the devices' lookups below.
+        std::sort(backlog_->devices.begin(), backlog_->devices.end(),
+                  [](const auto& x, const auto& y) { return x.name < y.name; });
         backlog_at_ms_ = s.taken_ms;
       } else {
         Log(LogLevel::kWarning, "status", "backlog query: " + b.status().ToString());
@@ -574,12 +593,14 @@ status::StatusSnapshot Supervisor::Collect() {
       s.store.oldest_unsent_age_ms =
           std::max<int64_t>(s.taken_ms - backlog_->oldest_undelivered_ts_ms, 0);
     }
+    const std::vector<store::BacklogSummary::Device>& backlog = backlog_->devices;
     for (status::DeviceStatus& d : s.devices) {
-      for (const store::BacklogSummary::Device& b : backlog_->devices) {
-        if (b.name != d.id) continue;
-        d.backlog = b.undelivered;
-        d.lost = b.lost;
-      }
+      const auto b =
+          std::lower_bound(backlog.begin(), backlog.end(), d.id,
+                           [](const auto& x, const std::string& id) { return x.name < id; });
+      if (b == backlog.end() || b->name != d.id) continue;
+      d.backlog = b->undelivered;
+      d.lost = b->lost;
     }
   }
   return s;

@@ -16,14 +16,16 @@
 //   with the new settings (the rules keep their state in the store). The workers
 //   are then built from the new Config. If that fails, the old Config is put
 //   back and the error returned; only if that fails too is the error fatal.
-// - Status: the status thread samples every worker's counters (Collect()) and
-//   serves them on the Unix socket and the local web page. StalledWorkers()
-//   names the workers whose heartbeat is older than their stall limit.
+// - Status: Collect() samples every worker's counters when someone asks: the
+//   status thread for a client of the Unix socket or the local web page, the
+//   main thread for the service's STATUS= line (CurrentStatus()). The status
+//   thread measures the poll rates once a second whether anyone asks or not.
+//   Workers() tells which workers' heartbeat is older than their stall limit.
 //
-// Threads: Start(), Stop(), Reload(), ReloadKeys(), LatestStatus(), Workers(), status_port() and
-// config() from the main thread. Collect() is safe from any thread (the status thread calls it).
-// Each worker runs on its own thread (one per bus, one store writer, one uplink, one status
-// thread).
+// Threads: Start(), Stop(), Reload(), ReloadKeys(), CurrentStatus(), Workers(), status_port() and
+// config() from the main thread. Collect() is safe from any thread (the status thread and the main
+// thread call it). Each worker runs on its own thread (one per bus, one store writer, one uplink,
+// one status thread).
 #pragma once
 
 #include <map>
@@ -45,7 +47,8 @@ namespace tagrelay {
 
 namespace modbus {
 class ModbusPoller;
-}
+struct DeviceCounters;
+}  // namespace modbus
 namespace store {
 class StoreWriter;
 }
@@ -78,10 +81,11 @@ class Supervisor {
   // key needs no restart).
   void ReloadKeys();
 
-  // A fresh sample of every worker (the status thread calls it about once a second).
+  // A fresh sample of every worker.
   status::StatusSnapshot Collect();
-  // The status thread's latest sample; nullptr before Start().
-  std::shared_ptr<const status::StatusSnapshot> LatestStatus() const;
+  // A sample at most a second old (the status server's refresh): the latest
+  // one, or one taken now on the caller's thread; nullptr before Start().
+  std::shared_ptr<const status::StatusSnapshot> CurrentStatus();
   // Every worker's heartbeat state now, the status thread's included.
   std::vector<status::WorkerStatus> Workers() const;
   // The port of the local web page (0 if none).
@@ -97,6 +101,9 @@ class Supervisor {
   void StopWorkers(bool keep_writer);
   void NotifyUplink(const store::CommitNews& news);
   std::vector<WorkerBeat> BeatsLocked() const TR_REQUIRES(mu_);
+  std::vector<status::WorkerStatus> WorkersLocked(MonoTime now) const TR_REQUIRES(mu_);
+  // Brings the poll rates up to date; the status thread's tick, about once a second.
+  void SamplePollRates();
   void StartStatus();
   void StopStatus();
   // Whether a device's poller sees its link down (for comm_loss alarms); safe
@@ -118,6 +125,22 @@ class Supervisor {
   std::vector<std::chrono::milliseconds> poller_limits_ TR_GUARDED_BY(mu_);
   std::string state_ TR_GUARDED_BY(mu_) = "starting";
   MonoTime workers_since_ TR_GUARDED_BY(mu_);
+  // Every device of the running config in its order, with its poller's
+  // counters (nullptr while the workers are stopped). Built once per start of
+  // the workers, so that a sample finds a device's counters without a search.
+  struct DeviceSlot {
+    std::string id;
+    std::string bus;
+    const modbus::DeviceCounters* counters = nullptr;
+  };
+  std::vector<DeviceSlot> devices_ TR_GUARDED_BY(mu_);
+  // The poll rate of each of devices_, over at least a second (SamplePollRates()).
+  struct Rate {
+    uint64_t polls = 0;
+    MonoTime at{};
+    double rate = 0;
+  };
+  std::vector<Rate> rates_ TR_GUARDED_BY(mu_);
   mutable Mutex links_mu_;
   // device id -> its poller and index there, for LinkDown().
   std::map<std::string, std::pair<const modbus::ModbusPoller*, size_t>> links_
@@ -128,20 +151,14 @@ class Supervisor {
   Mutex notify_mu_;
   uplink::Uplink* notify_target_ TR_GUARDED_BY(notify_mu_) = nullptr;
 
-  // Status thread state: the backlog (a query on its own store connection,
-  // sampled every few seconds) and the poll rates.
-  struct Rate {
-    uint64_t polls = 0;
-    MonoTime at{};
-    double rate = 0;
-  };
+  // The backlog, for Collect(): a query on a store connection of its own, made
+  // at most every few seconds.
   Mutex status_mu_;
   std::optional<store::OutboxReader> status_reader_ TR_GUARDED_BY(status_mu_);
   std::string status_reader_path_ TR_GUARDED_BY(status_mu_);
   std::optional<store::BacklogSummary> backlog_ TR_GUARDED_BY(status_mu_);
   int64_t backlog_at_ms_ TR_GUARDED_BY(status_mu_) = 0;
   MonoTime next_backlog_ TR_GUARDED_BY(status_mu_){};
-  std::map<std::string, Rate> rates_ TR_GUARDED_BY(status_mu_);
 
   std::unique_ptr<status::StatusServer> status_server_;  // main thread
 };

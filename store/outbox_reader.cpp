@@ -175,29 +175,42 @@ Status OutboxReader::FetchEvents(const std::string& stream, const std::string& d
 }
 
 Result<BacklogSummary> OutboxReader::Summary() {
+  if (!summary_totals_) {
+    Result<Stmt> devices =
+        Stmt::Prepare(db_,
+                      "SELECT d.name, d.lost, (SELECT coalesce(sum(count), 0) FROM outbox o WHERE "
+                      "o.device_id = d.id) FROM devices d ORDER BY d.name");
+    if (!devices.ok()) return devices.status();
+    Result<Stmt> totals =
+        Stmt::Prepare(db_,
+                      "SELECT (SELECT coalesce(min(ts), 0) FROM outbox), (SELECT count(*) FROM "
+                      "events WHERE delivered = 0)");
+    if (!totals.ok()) return totals.status();
+    summary_devices_ = std::move(devices).value();
+    summary_totals_ = std::move(totals).value();
+  }
   BacklogSummary out;
-  Result<Stmt> st =
-      Stmt::Prepare(db_,
-                    "SELECT d.name, d.lost, (SELECT coalesce(sum(count), 0) FROM outbox o WHERE "
-                    "o.device_id = d.id) FROM devices d ORDER BY d.name");
-  if (!st.ok()) return st.status();
+  Stmt& st = *summary_devices_;
   for (;;) {
-    Result<bool> row = st->Step();
+    Result<bool> row = st.Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
     BacklogSummary::Device d;
-    d.name = std::string(st->ColumnText(0));
-    d.lost = st->ColumnInt(1);
-    d.undelivered = st->ColumnInt(2);
+    d.name = std::string(st.ColumnText(0));
+    d.lost = st.ColumnInt(1);
+    d.undelivered = st.ColumnInt(2);
     out.undelivered_readings += d.undelivered;
     out.devices.push_back(std::move(d));
   }
-  Result<int64_t> oldest = db_.QueryInt("SELECT coalesce(min(ts), 0) FROM outbox");
-  if (!oldest.ok()) return oldest.status();
-  out.oldest_undelivered_ts_ms = *oldest;
-  Result<int64_t> events = db_.QueryInt("SELECT count(*) FROM events WHERE delivered = 0");
-  if (!events.ok()) return events.status();
-  out.undelivered_events = *events;
+  st.Reset();
+  Stmt& totals = *summary_totals_;
+  Result<bool> row = totals.Step();
+  if (!row.ok()) return row.status();
+  if (*row) {
+    out.oldest_undelivered_ts_ms = totals.ColumnInt(0);
+    out.undelivered_events = totals.ColumnInt(1);
+  }
+  totals.Reset();  // ends the read transaction
   return out;
 }
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,7 +91,8 @@ class OutboxReader {
   // Counts undelivered readings (all devices).
   Result<int64_t> CountUndelivered();
 
-  // The backlog at a glance (a few aggregate queries; for status, not the hot path).
+  // The backlog at a glance (two aggregate queries, prepared at the first call; for status,
+  // not the hot path).
   Result<BacklogSummary> Summary();
 
  private:
@@ -101,6 +103,7 @@ class OutboxReader {
 
   Db db_;
   Stmt devices_, fetch_, tag_, streams_, events_;
+  std::optional<Stmt> summary_devices_, summary_totals_;  // for Summary() only
   TagNames tag_names_;
 };
 

@@ -1,5 +1,6 @@
 #include "agent/core/log.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -98,6 +99,7 @@ bool LogRateLimiter::Admit(const LogEvent& e, std::vector<SuppressedLogs>* ended
       runs_.erase(oldest);
     }
     it = runs_.emplace(std::move(key), Run{now, 0, 0}).first;
+    next_end_ = std::min(next_end_, now + limit_.window);
   }
   Run& run = it->second;
   if (run.passed < limit_.burst) {
@@ -108,16 +110,22 @@ bool LogRateLimiter::Admit(const LogEvent& e, std::vector<SuppressedLogs>* ended
   return false;
 }
 
-void LogRateLimiter::Expire(std::vector<SuppressedLogs>* ended) {
+MonoTime LogRateLimiter::Expire(std::vector<SuppressedLogs>* ended) {
   const MonoTime now = clock_.mono();
-  for (auto it = runs_.begin(); it != runs_.end();) {
-    if (now - it->second.start >= limit_.window) {
-      Summarise(it->first, it->second, now, ended);
-      it = runs_.erase(it);
-    } else {
-      ++it;
+  if (now >= next_end_) {
+    next_end_ = MonoTime::max();
+    for (auto it = runs_.begin(); it != runs_.end();) {
+      if (now - it->second.start >= limit_.window) {
+        Summarise(it->first, it->second, now, ended);
+        it = runs_.erase(it);
+      } else {
+        next_end_ = std::min(next_end_, it->second.start + limit_.window);
+        ++it;
+      }
     }
   }
+  // A run that starts from now on ends a whole window from now at the earliest.
+  return std::min(next_end_, now + limit_.window);
 }
 
 void LogRateLimiter::Summarise(const Key& key, const Run& run, MonoTime now,
@@ -156,12 +164,13 @@ void SetLogRateLimit(std::optional<LogRateLimit> limit, const Clock& clock) {
   g_limiter = limit ? std::make_unique<LogRateLimiter>(*limit, clock) : nullptr;
 }
 
-void FlushSuppressedLogs() {
+std::optional<MonoTime> FlushSuppressedLogs() {
   std::lock_guard<std::mutex> lock(g_mu);
-  if (!g_limiter) return;
+  if (!g_limiter) return std::nullopt;
   std::vector<SuppressedLogs> ended;
-  g_limiter->Expire(&ended);
+  const MonoTime next = g_limiter->Expire(&ended);
   EmitSummaries(ended);
+  return next;
 }
 
 void Log(const LogEvent& event) {

@@ -90,8 +90,11 @@ class LogRateLimiter {
   // out of the table).
   bool Admit(const LogEvent& event, std::vector<SuppressedLogs>* ended);
   // Ends every window that is over; appends the summaries of those that
-  // suppressed something.
-  void Expire(std::vector<SuppressedLogs>* ended);
+  // suppressed something. Returns when it next has something to end: the end
+  // of the earliest window still open, or a whole window from now if none is
+  // (a run that starts later ends no sooner). Before that it returns at once,
+  // without looking at the runs.
+  MonoTime Expire(std::vector<SuppressedLogs>* ended);
   size_t tracked() const { return runs_.size(); }
 
  private:
@@ -107,12 +110,16 @@ class LogRateLimiter {
   const LogRateLimit limit_;
   const Clock& clock_;
   std::map<Key, Run> runs_;
+  // No tracked run's window ends before this (it may be earlier than the
+  // first end, never later): Expire() looks at the runs only from then on.
+  MonoTime next_end_ = MonoTime::max();
 };
 
 // Turns rate limiting of the process-wide log on (or off, with nullopt).
 void SetLogRateLimit(std::optional<LogRateLimit> limit, const Clock& clock = RealClock());
-// Emits the summaries of rate-limited events whose window is over; the agent
-// calls it about once a second.
-void FlushSuppressedLogs();
+// Emits the summaries of rate-limited events whose window is over. Returns when
+// it must be called next for no summary to come late (on the clock given to
+// SetLogRateLimit()), or nullopt if the log is not rate-limited.
+std::optional<MonoTime> FlushSuppressedLogs();
 
 }  // namespace tagrelay

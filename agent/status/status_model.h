@@ -2,7 +2,8 @@
 // local web page, /metrics): one consistent sample of its workers' counters.
 //
 // Promise: plain values, complete in themselves; rendering a snapshot needs
-// nothing else. Ages and rates are computed when the snapshot is taken.
+// nothing else. Ages are computed when the snapshot is taken; rates are the
+// latest measured, over about the last second.
 //
 // Threads: plain values.
 #pragma once

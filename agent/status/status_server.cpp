@@ -172,8 +172,12 @@ bool ParseListenAddress(std::string_view text, std::string* host, uint16_t* port
   return true;
 }
 
-StatusServer::StatusServer(StatusServerOptions options, Collect collect, const Clock& clock)
-    : options_(std::move(options)), collect_(std::move(collect)), clock_(clock) {}
+StatusServer::StatusServer(StatusServerOptions options, Collect collect, const Clock& clock,
+                           Tick tick)
+    : options_(std::move(options)),
+      collect_(std::move(collect)),
+      clock_(clock),
+      tick_(std::move(tick)) {}
 
 StatusServer::~StatusServer() { Stop(); }
 
@@ -186,7 +190,6 @@ void StatusServer::Start() {
   }
   if (pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
   stop_ = false;
-  Sample();
   thread_ = std::thread([this] {
     NameThisThread("status");
     Run();
@@ -208,27 +211,33 @@ void StatusServer::Stop() {
   tcp_port_ = 0;
 }
 
-std::shared_ptr<const StatusSnapshot> StatusServer::latest() const {
+std::shared_ptr<const StatusSnapshot> StatusServer::Current() {
   MutexLock lock(&mu_);
+  const MonoTime now = clock_.mono();
+  if (latest_ == nullptr || now - latest_at_ >= options_.refresh) {
+    latest_ = std::make_shared<const StatusSnapshot>(collect_());
+    latest_at_ = now;
+  }
   return latest_;
 }
 
-void StatusServer::Sample() {
-  auto snapshot = std::make_shared<const StatusSnapshot>(collect_());
+void StatusServer::Refresh() {
   MutexLock lock(&mu_);
-  latest_ = std::move(snapshot);
+  latest_.reset();
 }
 
 void StatusServer::Run() {
-  while (!stop_) {
+  MonoTime next_tick = clock_.mono();
+  for (;;) {
     const MonoTime now = clock_.mono();
     heartbeat_.Beat(now);
-    if (now >= next_sample_) {
-      Sample();
-      next_sample_ = clock_.mono() + options_.refresh;
+    if (now >= next_tick) {
+      if (tick_) tick_();
+      next_tick = now + kHeartbeatEvery;
     }
+    if (stop_) return;
     pollfd fds[3] = {{wake_[0], POLLIN, 0}, {unix_fd_, POLLIN, 0}, {tcp_fd_, POLLIN, 0}};
-    const auto wait = std::clamp(std::chrono::ceil<milliseconds>(next_sample_ - clock_.mono()),
+    const auto wait = std::clamp(std::chrono::ceil<milliseconds>(next_tick - clock_.mono()),
                                  milliseconds(0), kHeartbeatEvery);
     const int n = poll(fds, 3, static_cast<int>(wait.count()));
     if (n < 0 && errno != EINTR) {
@@ -237,6 +246,7 @@ void StatusServer::Run() {
     }
     if (n <= 0) continue;
     if (fds[0].revents != 0) return;  // Stop()
+    heartbeat_.Beat(clock_.mono());   // a sample taken for this request shows it
     if (fds[1].revents != 0) Serve(unix_fd_);
     if (fds[2].revents != 0) Serve(tcp_fd_);
   }
@@ -259,7 +269,7 @@ void StatusServer::Serve(int listener) {
     state = ParseRequestHead(head, &request);
   }
   if (state == HeadState::kComplete) {
-    const std::shared_ptr<const StatusSnapshot> snapshot = latest();
+    const std::shared_ptr<const StatusSnapshot> snapshot = Current();
     WriteAll(fd, Route(request, snapshot.get()).Serialize());
   } else if (state == HeadState::kBad) {
     WriteAll(fd, BadRequest().Serialize());

@@ -1,9 +1,14 @@
-// StatusServer: the status thread. It samples the agent's status about once a
-// second (a StatusSnapshot from the `collect` callback) and serves the latest
-// sample over HTTP on a Unix socket (for `tagrelay status`) and on a TCP
-// address (the local web page and /metrics, 127.0.0.1 by default).
+// StatusServer: the status thread. It serves the agent's status (a
+// StatusSnapshot from the `collect` callback) over HTTP on a Unix socket (for
+// `tagrelay status`) and on a TCP address (the local web page and /metrics,
+// 127.0.0.1 by default).
 //
 // Promise:
+// - Fresh: an answer shows a sample at most `refresh` old. A sample is taken
+//   when one is asked for and the latest is older than that; while nobody asks
+//   none is taken. Between requests the thread beats its heartbeat and runs
+//   `tick` about once a second (kHeartbeatEvery), for what must be measured at
+//   a steady pace whether anyone asks or not (the poll rates).
 // - Read only: nothing a client sends changes the agent.
 // - Bounded: one connection at a time, a request head of at most 8 KiB, and
 //   at most 2 s to send it; a slow or silent client is dropped.
@@ -13,9 +18,10 @@
 //   one (no process behind it) is replaced. The socket is mode 0666: status
 //   holds no secret, like the page on 127.0.0.1.
 //
-// Threads: Start(), Stop() and Refresh() from the owner's thread; latest(),
-// heartbeat(), tcp_port() from any thread. `collect` runs on the status thread,
-// and on the owner's thread in Start() and Refresh(): it must be thread safe.
+// Threads: Start() and Stop() from the owner's thread; Current(), Refresh(),
+// heartbeat() and tcp_port() from any thread. `collect` runs on the status
+// thread and on the thread that calls Current(), one call at a time; `tick`
+// runs on the status thread. Both must be thread safe.
 #pragma once
 
 #include <atomic>
@@ -37,28 +43,32 @@ namespace tagrelay::status {
 struct StatusServerOptions {
   std::string socket_path;  // empty: no Unix socket
   std::string listen;       // "127.0.0.1:9470", "[::1]:9470"; empty: no TCP listener
-  std::chrono::milliseconds refresh{1000};
+  std::chrono::milliseconds refresh{1000};  // the oldest sample an answer may show
 };
 
 class StatusServer {
  public:
   using Collect = std::function<StatusSnapshot()>;
+  using Tick = std::function<void()>;
 
-  StatusServer(StatusServerOptions options, Collect collect, const Clock& clock);
+  // `tick` may be empty.
+  StatusServer(StatusServerOptions options, Collect collect, const Clock& clock, Tick tick = {});
   ~StatusServer();
   StatusServer(const StatusServer&) = delete;
   StatusServer& operator=(const StatusServer&) = delete;
 
-  // Sets up the listeners, takes the first sample and starts the thread.
+  // Sets up the listeners and starts the thread.
   void Start();
   // Stops the thread, closes the listeners and removes the socket file.
   void Stop();
 
-  // Takes a sample now, on the caller's thread (after a reload, so that the
-  // next answer shows the new config).
-  void Refresh() { Sample(); }
+  // A sample at most `refresh` old: the latest one, or one taken now on the
+  // caller's thread.
+  std::shared_ptr<const StatusSnapshot> Current();
+  // Makes the next answer take a new sample (after a reload, so that it shows
+  // the new config).
+  void Refresh();
 
-  std::shared_ptr<const StatusSnapshot> latest() const;
   const Heartbeat& heartbeat() const { return heartbeat_; }
   // The TCP port listened on (the kernel's choice if the config said 0); 0 if none.
   uint16_t tcp_port() const { return tcp_port_.load(); }
@@ -66,21 +76,22 @@ class StatusServer {
 
  private:
   void Run();
-  void Sample();
   void Serve(int listener);
 
   const StatusServerOptions options_;
   Collect collect_;
   const Clock& clock_;
+  Tick tick_;
   Heartbeat heartbeat_;
   int unix_fd_ = -1;
   int tcp_fd_ = -1;
   int wake_[2] = {-1, -1};  // a pipe: Stop() writes to it
   std::atomic<uint16_t> tcp_port_{0};
   std::atomic<bool> stop_{false};
-  MonoTime next_sample_{};
-  mutable Mutex mu_;
+  // Held while a sample is taken, so that two askers do not both take one.
+  Mutex mu_;
   std::shared_ptr<const StatusSnapshot> latest_ TR_GUARDED_BY(mu_);
+  MonoTime latest_at_ TR_GUARDED_BY(mu_){};  // when it was taken
   std::thread thread_;
 };
 

@@ -82,6 +82,51 @@ TEST(LogRateLimiterTest, TracksABoundedNumberOfEvents) {
   EXPECT_EQ(ended[0].message, "message 0");
 }
 
+TEST(LogRateLimiterTest, ExpireSaysWhenTheNextWindowEnds) {
+  FakeClock clock;
+  LogRateLimiter limiter(LogRateLimit{1, milliseconds(60000), 16}, clock);
+  std::vector<SuppressedLogs> ended;
+  const MonoTime t0 = clock.mono();
+  EXPECT_EQ(limiter.Expire(&ended), t0 + seconds(60)) << "nothing tracked: a window from now";
+
+  EXPECT_TRUE(limiter.Admit(kTimeout, &ended));
+  EXPECT_FALSE(limiter.Admit(kTimeout, &ended));
+  clock.Advance(seconds(10));
+  LogEvent other = kTimeout;
+  other.device = "meter-4";
+  EXPECT_TRUE(limiter.Admit(other, &ended));
+  EXPECT_EQ(limiter.Expire(&ended), t0 + seconds(60)) << "the first run's window";
+
+  clock.Advance(seconds(50));
+  EXPECT_EQ(limiter.Expire(&ended), t0 + seconds(70)) << "then the second's";
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0].device, "meter-3");
+  clock.Advance(seconds(10));
+  EXPECT_EQ(limiter.Expire(&ended), clock.mono() + seconds(60));
+  EXPECT_EQ(limiter.tracked(), 0u);
+  EXPECT_EQ(ended.size(), 1u) << "meter-4 suppressed nothing";
+
+  // A new run: its own window.
+  EXPECT_TRUE(limiter.Admit(kTimeout, &ended));
+  clock.Advance(seconds(30));
+  EXPECT_EQ(limiter.Expire(&ended), clock.mono() + seconds(30));
+}
+
+TEST(LogTest, FlushSaysWhenToFlushNext) {
+  SetLogSink([](const LogEvent&) {});
+  SetLogRateLimit(std::nullopt);
+  EXPECT_EQ(FlushSuppressedLogs(), std::nullopt) << "not rate-limited: nothing to flush, ever";
+  FakeClock clock;
+  SetLogRateLimit(LogRateLimit{2, milliseconds(1000), 16}, clock);
+  const MonoTime t0 = clock.mono();
+  EXPECT_EQ(FlushSuppressedLogs(), t0 + seconds(1));
+  clock.Advance(milliseconds(300));
+  Log(kTimeout);
+  clock.Advance(milliseconds(300));
+  EXPECT_EQ(FlushSuppressedLogs(), t0 + milliseconds(1300));
+  SetLogRateLimit(std::nullopt);
+}
+
 TEST(LogTest, TheProcessLogIsRateLimitedWhenAsked) {
   std::vector<std::string> lines;
   SetLogSink([&](const LogEvent& e) { lines.push_back(FormatLogLine(e)); });

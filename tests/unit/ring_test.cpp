@@ -401,6 +401,36 @@ TEST_F(RingTest, ACommittedAckReleasesItsRangeAndAFailedOneDoesNot) {
   EXPECT_EQ(holds.HeldCount(), 60);
 }
 
+TEST_F(RingTest, TheBacklogSummaryIsCountedAfreshAtEachCall) {
+  auto store = Open();
+  Sequencer seq(*store);
+  ASSERT_TRUE(seq.Write({Batch("b", 30), Batch("a", 20)}).ok());
+  auto reader = OutboxReader::Open(Options().path);
+  ASSERT_TRUE(reader.ok());
+  Result<BacklogSummary> first = reader->Summary();
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->undelivered_readings, 50);
+  EXPECT_EQ(first->oldest_undelivered_ts_ms, 1763800000000);
+  EXPECT_EQ(first->undelivered_events, 0);
+  ASSERT_EQ(first->devices.size(), 2u);
+  EXPECT_EQ(first->devices[0].name, "a");
+  EXPECT_EQ(first->devices[0].undelivered, 20);
+  EXPECT_EQ(first->devices[1].name, "b");
+  EXPECT_EQ(first->devices[1].undelivered, 30);
+
+  // The same reader after the store changed: the new state, not the first call's.
+  ASSERT_TRUE(seq.Write({DeliveryAck{"b", 1, 30},
+                         NewEvent{std::string(kStreamEvents), "", 1763800000500, "{}"}})
+                  .ok());
+  Result<BacklogSummary> second = reader->Summary();
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->undelivered_readings, 20);
+  EXPECT_EQ(second->oldest_undelivered_ts_ms, 1763800000000);
+  EXPECT_EQ(second->undelivered_events, 1);
+  ASSERT_EQ(second->devices.size(), 2u);
+  EXPECT_EQ(second->devices[1].undelivered, 0);
+}
+
 TEST_F(RingTest, ALowerMaxBytesShrinksTheFile) {
   StoreOptions big = Options();
   big.max_bytes = 8 << 20;

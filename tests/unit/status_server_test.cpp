@@ -63,7 +63,7 @@ int ListenAt(const std::string& path) {
   return fd;
 }
 
-TEST(StatusServerTest, ServesTheLatestSampleOnBothListeners) {
+TEST(StatusServerTest, ServesASampleOnBothListeners) {
   TempDir dir;
   std::atomic<int> samples{0};
   StatusServer server(
@@ -82,9 +82,8 @@ TEST(StatusServerTest, ServesTheLatestSampleOnBothListeners) {
   EXPECT_NE(text->find("gateway gw"), std::string::npos) << *text;
   EXPECT_NE(text->find("dev-"), std::string::npos) << *text;
 
-  // The status thread keeps sampling: a later answer names a later sample.
-  const int seen = samples.load();
-  while (samples.load() < seen + 2) std::this_thread::yield();
+  // Once the refresh period is over, an answer names a later sample.
+  std::this_thread::sleep_for(milliseconds(20));
   Result<std::string> json =
       FetchStatus(dir.File("status.sock"), "/status.json", milliseconds(2000));
   ASSERT_TRUE(json.ok());
@@ -141,7 +140,71 @@ TEST(StatusServerTest, AnAddressInUseIsLeftOut) {
       [] { return Snapshot(2); }, RealClock());
   second.Start();
   EXPECT_EQ(second.tcp_port(), 0);
-  EXPECT_NE(second.latest(), nullptr) << "it still samples";
+  EXPECT_NE(second.Current(), nullptr) << "it still samples";
+}
+
+TEST(StatusServerTest, TakesNoSampleWhileNobodyAsks) {
+  TempDir dir;
+  std::atomic<int> samples{0};
+  StatusServer server(
+      {dir.File("status.sock"), "", milliseconds(10)}, [&] { return Snapshot(++samples); },
+      RealClock());
+  server.Start();
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ(samples.load(), 0) << "30 refresh periods without a request";
+  ASSERT_TRUE(FetchStatus(dir.File("status.sock"), "/status.json", milliseconds(2000)).ok());
+  EXPECT_EQ(samples.load(), 1);
+}
+
+TEST(StatusServerTest, AnAnswerIsNeverOlderThanTheRefreshPeriod) {
+  TempDir dir;
+  FakeClock clock;
+  std::atomic<int> samples{0};
+  StatusServer server(
+      {dir.File("status.sock"), "", milliseconds(1000)}, [&] { return Snapshot(++samples); },
+      clock);
+  server.Start();
+  const auto answer = [&] {
+    Result<std::string> json =
+        FetchStatus(dir.File("status.sock"), "/status.json", milliseconds(2000));
+    EXPECT_TRUE(json.ok()) << json.status().ToString();
+    return json.ok() ? *json : std::string();
+  };
+  EXPECT_NE(answer().find("\"dev-1\""), std::string::npos);
+  clock.Advance(milliseconds(999));
+  EXPECT_NE(answer().find("\"dev-1\""), std::string::npos) << "still fresh: no new sample";
+  clock.Advance(milliseconds(1));
+  EXPECT_NE(answer().find("\"dev-2\""), std::string::npos) << "a second old: a new sample";
+  EXPECT_EQ(server.Current()->devices[0].id, "dev-2") << "the same, on the caller's thread";
+  clock.Advance(milliseconds(1000));
+  EXPECT_EQ(server.Current()->devices[0].id, "dev-3");
+  // After a reload the next answer is a new sample, however fresh the last one.
+  server.Refresh();
+  EXPECT_NE(answer().find("\"dev-4\""), std::string::npos);
+  EXPECT_EQ(samples.load(), 4);
+}
+
+TEST(StatusServerTest, TicksAboutOnceASecondOnItsThread) {
+  std::atomic<int> ticks{0};
+  std::atomic<int> samples{0};
+  std::thread::id ticked_on;
+  StatusServer server(
+      {"", "", milliseconds(10)}, [&] { return Snapshot(++samples); }, RealClock(),
+      [&] {
+        ticked_on = std::this_thread::get_id();
+        ++ticks;
+      });
+  const auto start = std::chrono::steady_clock::now();
+  server.Start();
+  while (ticks.load() < 2 && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  server.Stop();
+  EXPECT_GE(ticks.load(), 2);
+  EXPECT_GE(took, milliseconds(950)) << "the second tick comes a second after the first";
+  EXPECT_NE(ticked_on, std::this_thread::get_id());
+  EXPECT_EQ(samples.load(), 0) << "a tick takes no sample";
 }
 
 TEST(StatusServerTest, ParsesListenAddresses) {
