@@ -428,7 +428,7 @@ def scenario_steady(bench, args):
 def scenario_max(bench, args):
     """Steps the poll interval down until a step shows loss or lag."""
     maxima, steps_seen = [], []
-    for i in range(args.runs):
+    for i in range(args.ramp_runs):
         best = None
         for poll_ms in args.ramp:
             fleet = Fleet(bench.bins["fleet"], args.ports, args.units, args.registers)
@@ -802,6 +802,7 @@ def parse_args(argv):
                    help="scenario 3: seconds of outage to measure the store's bytes per reading")
     p.add_argument("--drain-timeout-factor", type=float, default=2.0)
     p.add_argument("--ceiling-runs", type=int, help="default: --runs")
+    p.add_argument("--ramp-runs", type=int, help="scenario 2's runs of the whole ramp; default: --runs")
     p.add_argument("--modbus-seconds", type=float, default=6.0)
     # Long enough (about a second at a few hundred MB/s) that the store's work
     # on the acks falls inside the timed drain.
@@ -814,6 +815,7 @@ def parse_args(argv):
     args.subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
     args.ramp = [int(x) for x in args.ramp.split(",")]
     args.ceiling_runs = args.ceiling_runs or args.runs
+    args.ramp_runs = args.ramp_runs or args.runs
     args.devices_list = list(range(args.ports * args.units))
     return args
 
