@@ -575,11 +575,7 @@ status::StatusSnapshot Supervisor::Collect() {
     if (status_reader_) {
       Result<store::BacklogSummary> b = status_reader_->Summary();
       if (b.ok()) {
-        backlog_ = std::move(b).value();
-        // By name, for the devices' lookups below.
-        std::sort(backlog_->devices.begin(), backlog_->devices.end(),
-                  [](const auto& x, const auto& y) { return x.name < y.name; });
-        backlog_at_ms_ = s.taken_ms;
+        backlog_ = std::move(b).value();  // its devices in name order, for the lookups below
       } else {
         Log(LogLevel::kWarning, "status", "backlog query: " + b.status().ToString());
       }

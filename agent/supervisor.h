@@ -157,7 +157,6 @@ class Supervisor {
   std::optional<store::OutboxReader> status_reader_ TR_GUARDED_BY(status_mu_);
   std::string status_reader_path_ TR_GUARDED_BY(status_mu_);
   std::optional<store::BacklogSummary> backlog_ TR_GUARDED_BY(status_mu_);
-  int64_t backlog_at_ms_ TR_GUARDED_BY(status_mu_) = 0;
   MonoTime next_backlog_ TR_GUARDED_BY(status_mu_){};
 
   std::unique_ptr<status::StatusServer> status_server_;  // main thread

@@ -34,12 +34,15 @@
 
 #include "agent/core/clock.h"
 #include "agent/core/log.h"
+#include "bench/thread_cpu.h"
 #include "drivers/modbus/libmodbus_transport.h"
 #include "drivers/modbus/poller.h"
 #include "drivers/modbus/request_plan.h"
 
 namespace tagrelay::modbus {
 namespace {
+
+using bench::ThreadCpuSeconds;
 
 using Seconds = std::chrono::duration<double>;
 using SteadyClock = std::chrono::steady_clock;
@@ -101,13 +104,6 @@ class TcpServer {
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
-
-// CPU time of the calling thread alone (not the server's, not wall time).
-double ThreadCpuSeconds() {
-  timespec t{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
-}
 
 struct RawRate {
   double requests_per_s = 0;

@@ -20,22 +20,18 @@
 #include <string>
 #include <vector>
 
+#include "bench/thread_cpu.h"
 #include "store/chunk_codec.h"
 #include "store/ring_store.h"
 
 namespace tagrelay::store {
 namespace {
 
+using bench::ThreadCpuSeconds;
+
 constexpr int kDevices = 100;
 constexpr int kGroupRows = 1000;  // the default commit_rows
 constexpr uint64_t kMaxBytes = 64ull << 20;
-
-// CPU time of the calling thread alone: the raw loop's own cost, not wall time.
-double ThreadCpuSeconds() {
-  timespec t{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
-}
 
 // The raw insert's thread CPU per reading in us, by tags per device, from the
 // last (the reported) run of each; kept out of the benchmark's counters so that

@@ -30,12 +30,15 @@
 #include "agent/uplink/key_file.h"
 #include "agent/uplink/mosquitto_client.h"
 #include "agent/uplink/uplink.h"
+#include "bench/thread_cpu.h"
 #include "store/outbox_reader.h"
 #include "store/ring_store.h"
 #include "store/store_writer.h"
 
 namespace tagrelay {
 namespace {
+
+using bench::ThreadCpuSeconds;
 
 using Clock = std::chrono::steady_clock;
 
@@ -152,12 +155,6 @@ struct RawResult {
   double seconds = 0;
   double cpu_seconds = 0;  // of the publishing thread, which also runs the network loop
 };
-
-double ThreadCpuSeconds() {
-  timespec t{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
-}
 
 RawResult RawLoop(const Args& a, const std::string& password, size_t size, int count) {
   RawState st;

@@ -53,7 +53,7 @@ struct BacklogSummary {
     int64_t undelivered = 0;
     int64_t lost = 0;  // readings lost to the store's bound, since the device was first seen
   };
-  std::vector<Device> devices;
+  std::vector<Device> devices;  // in name order (byte-wise, as std::string compares)
 };
 
 class OutboxReader {

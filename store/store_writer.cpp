@@ -271,9 +271,7 @@ void StoreWriter::TryCommit(bool stopping) {
   for (const WriteItem& w : pending_) {
     if (const auto* b = std::get_if<SequencedBatch>(&w)) {
       readings += b->readings.size();
-      if (std::find(news_.devices.begin(), news_.devices.end(), b->device) == news_.devices.end()) {
-        news_.devices.push_back(b->device);
-      }
+      news_.AddDevice(b->device);
     }
     if (std::holds_alternative<DeliveryAck>(w) || std::holds_alternative<EventAck>(w) ||
         std::holds_alternative<DiscardReadings>(w)) {

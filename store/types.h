@@ -3,6 +3,7 @@
 // Threads: plain values.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -40,6 +41,17 @@ struct StoreOptions {
 struct CommitNews {
   std::vector<std::string> devices;  // devices that got new readings, each once
   bool events = false;               // some event record (alarm, counter, loss, ...) was added
+
+  void AddDevice(const std::string& device) {
+    if (std::find(devices.begin(), devices.end(), device) == devices.end()) {
+      devices.push_back(device);
+    }
+  }
+  // Adds what `other` reports.
+  void Merge(const CommitNews& other) {
+    events = events || other.events;
+    for (const std::string& d : other.devices) AddDevice(d);
+  }
 };
 
 // Event streams: records for the cloud that the store keeps until delivered.

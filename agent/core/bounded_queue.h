@@ -77,11 +77,7 @@ class BoundedQueue {
       if (!not_empty_.WaitUntil(deadline) && std::chrono::steady_clock::now() >= deadline) break;
     }
     wake_at_ = 1;
-    if (items_.empty()) return std::nullopt;
-    T item = std::move(items_.front());
-    items_.pop_front();
-    not_full_.Signal();
-    return item;
+    return TakeFront();
   }
 
   std::optional<T> Pop() { return PopUntil(Deadline::max()); }
@@ -89,11 +85,7 @@ class BoundedQueue {
   // Takes the first item if there is one, without waiting.
   std::optional<T> TryPop() {
     MutexLock lock(&mu_);
-    if (items_.empty()) return std::nullopt;
-    T item = std::move(items_.front());
-    items_.pop_front();
-    not_full_.Signal();
-    return item;
+    return TakeFront();
   }
 
   // Moves up to `max` items into `out` without waiting; returns how many.
@@ -126,6 +118,14 @@ class BoundedQueue {
   }
 
  private:
+  std::optional<T> TakeFront() TR_REQUIRES(mu_) {
+    if (items_.empty()) return std::nullopt;
+    T item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.Signal();
+    return item;
+  }
+
   const size_t capacity_;
   mutable Mutex mu_;
   CondVar not_empty_{&mu_};

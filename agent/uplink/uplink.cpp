@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "agent/core/log.h"
 #include "agent/core/thread_name.h"
@@ -122,14 +123,7 @@ void Uplink::Stop() {
 void Uplink::NotifyNewData(const store::CommitNews& news) {
   {
     MutexLock lock(&news_mu_);
-    news_.events = news_.events || news.events;
-    if (!news_.all) {
-      for (const std::string& d : news.devices) {
-        if (std::find(news_.devices.begin(), news_.devices.end(), d) == news_.devices.end()) {
-          news_.devices.push_back(d);
-        }
-      }
-    }
+    if (!news_.all) news_.what.Merge(news);  // else every outbox is read anyway
   }
   new_data_ = true;
   client_->Wake();
@@ -570,37 +564,31 @@ Uplink::DeviceOutbox* Uplink::FindDevice(const std::string& name) {
 
 void Uplink::Pump() {
   if (new_data_.exchange(false)) {
-    News& news = taken_news_;
+    News news;
     {
       MutexLock lock(&news_mu_);
-      std::swap(news, news_);
-      news_.all = false;
-      news_.events = false;
-      news_.devices.clear();
+      news = std::exchange(news_, News{/*all=*/false, {}});
     }
+    const std::vector<std::string>& named = news.what.devices;
     // Only the devices the store reported are read again; the store's device
     // list only when one of them is new to this session.
-    std::vector<DeviceOutbox*> touched;
-    bool unknown = news.all;
-    for (size_t i = 0; i < news.devices.size() && !unknown; ++i) {
-      DeviceOutbox* d = FindDevice(news.devices[i]);
-      if (d == nullptr) unknown = true;
-      touched.push_back(d);
-    }
-    const bool refreshed = (!unknown || RefreshDevices(/*session_start=*/false)) &&
-                           (!(news.all || news.events) || RefreshStreams(/*session_start=*/false));
+    const bool unknown = news.all || std::any_of(named.begin(), named.end(), [this](const auto& n) {
+                           return FindDevice(n) == nullptr;
+                         });
+    const bool refreshed =
+        (!unknown || RefreshDevices(/*session_start=*/false)) &&
+        (!(news.all || news.what.events) || RefreshStreams(/*session_start=*/false));
     if (!refreshed) {
       // Kept for the next notification, so that no device's news is lost.
       MutexLock lock(&news_mu_);
       news_.all = news_.all || news.all;
-      news_.events = news_.events || news.events;
-      news_.devices.insert(news_.devices.end(), news.devices.begin(), news.devices.end());
+      news_.what.Merge(news.what);
       return;
     }
     if (unknown) {
       for (DeviceOutbox& d : devices_) d.maybe_more = true;
     } else {
-      for (DeviceOutbox* d : touched) d->maybe_more = true;
+      for (const std::string& n : named) FindDevice(n)->maybe_more = true;
     }
   }
   const MonoTime now = clock_.mono();

@@ -307,12 +307,10 @@ class Uplink {
   // What the store reported new since the last Pump(), guarded by news_mu_.
   struct News {
     bool all = true;  // anything may be new: read every outbox
-    bool events = false;
-    std::vector<std::string> devices;
+    store::CommitNews what;
   };
   Mutex news_mu_;
   News news_ TR_GUARDED_BY(news_mu_);
-  News taken_news_;  // the uplink thread's copy, swapped with news_
   std::atomic<bool> new_data_{true};
   std::atomic<bool> reload_keys_{false};
   std::atomic<bool> stop_{false};

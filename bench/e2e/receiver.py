@@ -201,23 +201,20 @@ class BenchReceiver:
             track = self.tracks[(device, register)] = ValueTrack()
         track.add(value)
         self.values += 1
+        self._histogram(now_ms - latency_ms, historical).add(latency_ms)
+
+    def _histogram(self, ts, historical):
+        """Where the latency of a value acquired at `ts` goes (see reset_window)."""
         if historical:
-            self.historical.add(latency_ms)
-        elif self.live_since is not None and now_ms - latency_ms < self.live_since:
-            self.live_before.add(latency_ms)
-        else:
-            self.live.add(latency_ms)
+            return self.historical
+        if self.live_since is not None and ts < self.live_since:
+            return self.live_before
+        return self.live
 
     def _latencies(self, now_ms, counts, historical):
         """Adds {acquisition ts: values} of one message to the histograms."""
-        since = self.live_since
         for ts, n in counts.items():
-            if historical:
-                self.historical.add(now_ms - ts, n)
-            elif since is not None and ts < since:
-                self.live_before.add(now_ms - ts, n)
-            else:
-                self.live.add(now_ms - ts, n)
+            self._histogram(ts, historical).add(now_ms - ts, n)
 
     def _tag_track(self, device, r, now_ms, tag_tracks):
         """The ValueTrack of a reading's tag (named tNNN: register NNN), found
